@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef ADIEU_VERSION_H
+#define ADIEU_VERSION_H
+
+#define ADIEU_VERSION_MAJOR 0
+#define ADIEU_VERSION_MINOR 1
+#define ADIEU_VERSION_PATCH 0
+#define ADIEU_VERSION_STRING "0.1.0"
+
+#endif /* ADIEU_VERSION_H */

@@ -1,0 +1,643 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A connection on libuv: reading, the framed codec, the output queue with its watermarks,
+ * the pump that decides what happens next, and the one exit path, conn_finish().
+ *
+ * Rules that keep SPEC C1-C3 true:
+ *  - Every ending calls adieu__conn_finish(); the first reason wins (only the drain
+ *    deadline, a forced stop, and a close timeout after a local close override a
+ *    tentative reason); later calls are no-ops.
+ *  - Nothing is torn down under an application callback: adieu_conn_close() and sends only
+ *    mark the connection dirty; the pump runs after the callback returned.
+ *  - Memory goes only when the last reference is released, which is never before both
+ *    handles have closed.
+ */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/internal.h"
+#include "util/log.h"
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void on_timer(uv_timer_t *timer);
+static void flush(adieu_conn_t *conn);
+
+/* Reasons that replace a tentative one: the deadline and force end a graceful close that
+ * did not finish; a reset ends a cooperative close (drain, half-close, local) that then did
+ * not finish cleanly, so the log says replies may have been lost; and a local close whose
+ * peer never closed ends as close_timeout. A close started for a violation or a timeout
+ * keeps that reason. */
+static bool reason_overrides(adieu_reason_t current, adieu_reason_t next)
+{
+    if (current == ADIEU_REASON_NONE)
+        return true;
+    switch (next) {
+    case ADIEU_REASON_SHUTDOWN_TIMEOUT:
+    case ADIEU_REASON_FORCED:
+        return current != ADIEU_REASON_SHUTDOWN_TIMEOUT && current != ADIEU_REASON_FORCED;
+    case ADIEU_REASON_PEER_RESET:
+        return current == ADIEU_REASON_SHUTDOWN || current == ADIEU_REASON_PEER_EOF ||
+               current == ADIEU_REASON_LOCAL || current == ADIEU_REASON_NORMAL;
+    case ADIEU_REASON_CLOSE_TIMEOUT:
+        return current == ADIEU_REASON_LOCAL || current == ADIEU_REASON_NORMAL;
+    default:
+        return false;
+    }
+}
+
+static adieu_log_level_t reason_level(adieu_reason_t reason)
+{
+    switch (reason) {
+#define ADIEU__REASON_LEVEL(upper, lower, level)                                                   \
+    case ADIEU_REASON_##upper:                                                                     \
+        return (adieu_log_level_t)(level);
+        ADIEU_REASON_MAP(ADIEU__REASON_LEVEL)
+#undef ADIEU__REASON_LEVEL
+    default:
+        return ADIEU_LOG_INFO;
+    }
+}
+
+static size_t queued(const adieu_conn_t *conn)
+{
+    return adieu_buf_size(&conn->out_pend) + adieu_buf_size(&conn->out_fly);
+}
+
+static void conn_free(adieu_conn_t *conn)
+{
+    adieu_frame_parser_free(&conn->frame);
+    adieu_buf_free(&conn->out_pend);
+    adieu_buf_free(&conn->out_fly);
+    free(conn->defer_heap);
+    free(conn);
+}
+
+adieu_conn_t *adieu_conn_ref(adieu_conn_t *conn)
+{
+    assert(conn->refs > 0);
+    conn->refs++;
+    return conn;
+}
+
+void adieu_conn_unref(adieu_conn_t *conn)
+{
+    assert(conn->refs > 0);
+    if (--conn->refs == 0)
+        conn_free(conn);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    adieu_conn_t *conn = handle->data;
+    assert(conn->handles > 0);
+    if (--conn->handles == 0)
+        adieu_conn_unref(conn);
+}
+
+void adieu__conn_mark_dirty(adieu_conn_t *conn)
+{
+    if (conn->state == ADIEU__CONN_CLOSED || adieu_list_linked(&conn->dirty))
+        return;
+    adieu_list_push_back(&conn->server->dirty, &conn->dirty);
+}
+
+static void read_start(adieu_conn_t *conn)
+{
+    if (conn->reading || conn->state == ADIEU__CONN_CLOSED)
+        return;
+    int rc = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+    if (rc == 0)
+        conn->reading = true;
+    else
+        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, rc);
+}
+
+static void read_stop(adieu_conn_t *conn)
+{
+    if (!conn->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&conn->tcp);
+    conn->reading = false;
+}
+
+/* ---- the one exit path ---------------------------------------------------------------- */
+
+static void log_close(adieu_conn_t *conn)
+{
+    adieu_log_level_t level = reason_level(conn->reason);
+    if (!adieu__log_enabled(level))
+        return;
+    char err[48] = "";
+    if (conn->sys_err != 0)
+        snprintf(err, sizeof(err), " errno=%s", adieu_err_name(conn->sys_err));
+    char detail[sizeof(conn->detail) + 12] = "";
+    if (conn->detail[0] != '\0')
+        snprintf(detail, sizeof(detail), " detail=\"%s\"", conn->detail);
+    adieu_log(level, "conn", "closed peer=%s proto=%s reason=%s%s%s", conn->peer,
+              adieu_proto_name(conn->proto), adieu_reason_name(conn->reason), err, detail);
+}
+
+static void run_defers(adieu_conn_t *conn)
+{
+    /* C2: last registered first, exactly once. A clean-up may not register another: the
+     * connection is CLOSED, so adieu_conn_defer() refuses. */
+    while (conn->ndefer > 0) {
+        unsigned i = --conn->ndefer;
+        adieu_defer_t d = i < ADIEU__DEFER_INLINE ? conn->defer_inline[i]
+                                                  : conn->defer_heap[i - ADIEU__DEFER_INLINE];
+        d.fn(d.arg);
+    }
+}
+
+void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err)
+{
+    if (conn->state == ADIEU__CONN_CLOSED)
+        return;
+    if (reason_overrides(conn->reason, reason))
+        conn->reason = reason;
+    if (conn->sys_err == 0)
+        conn->sys_err = sys_err;
+    conn->state = ADIEU__CONN_CLOSED;
+
+    adieu_server_t *server = conn->server;
+    adieu_proto_t proto = conn->proto;
+    adieu_list_remove(&conn->dirty);
+    adieu_list_remove(&conn->link);
+    server->nconns--;
+    server->stats.open[proto]--;
+    server->stats.closed[proto][conn->reason]++;
+    read_stop(conn);
+    uv_timer_stop(&conn->timer);
+    log_close(conn);
+
+    /* The library's reference keeps the object alive through on_close and the clean-ups
+     * even if the application drops its own references there. */
+    if (conn->opened && conn->listener->handler.on_close) {
+        adieu_close_info_t info = {
+            .reason = conn->reason,
+            .ws_code = 0,
+            .ws_reason = "",
+            .ws_reason_len = 0,
+            .sys_err = conn->sys_err,
+        };
+        conn->listener->handler.on_close(conn, &info, conn->listener->user_data);
+    }
+    run_defers(conn);
+
+    /* NOTE: closing the TCP handle cancels a write in flight (its callback sees
+     * UV_ECANCELED); the buffers stay allocated until the object is freed. */
+    uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
+    adieu__server_check_done(server);
+}
+
+/* ---- graceful close --------------------------------------------------------------------- */
+
+void adieu__conn_begin_close(adieu_conn_t *conn, adieu_reason_t reason, int sys_err)
+{
+    if (conn->state != ADIEU__CONN_OPEN)
+        return;
+    conn->state = ADIEU__CONN_CLOSING;
+    conn->reason = reason;
+    if (conn->sys_err == 0)
+        conn->sys_err = sys_err;
+    /* Keep reading, discarding, so a reset or EOF is seen while replies are flushed. A
+     * connection paused by back-pressure resumes: its input no longer produces output. */
+    conn->paused = false;
+    if (!conn->eof_seen)
+        read_start(conn);
+    /* During a drain the server's deadline bounds every connection; otherwise a close bound
+     * of its own keeps a peer that never reads or never closes from holding it forever. */
+    uv_timer_stop(&conn->timer);
+    if (reason != ADIEU_REASON_SHUTDOWN)
+        uv_timer_start(&conn->timer, on_timer, conn->server->cfg.linger_timeout_ms, 0);
+    adieu__conn_mark_dirty(conn);
+}
+
+static void on_shutdown_done(uv_shutdown_t *req, int status)
+{
+    adieu_conn_t *conn = req->data;
+    if (conn->state == ADIEU__CONN_CLOSED)
+        return;
+    if (status < 0) {
+        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, status);
+        return;
+    }
+    conn->state = ADIEU__CONN_LINGERING;
+    if (conn->eof_seen)
+        adieu__conn_finish(conn, conn->reason, 0);
+}
+
+/* The pump: after input, a write completion, a timer or an application call, decide what
+ * the connection does next. Never called under an application callback. */
+void adieu__conn_pump(adieu_conn_t *conn)
+{
+    adieu_list_remove(&conn->dirty);
+    if (conn->state == ADIEU__CONN_CLOSED)
+        return;
+    flush(conn);
+    if (conn->state != ADIEU__CONN_CLOSING || conn->writing || queued(conn) > 0 ||
+        conn->holds > 0 || conn->shutdown_sent)
+        return;
+    if (conn->eof_seen) {
+        /* The peer already half-closed and everything owed is written: closing the socket
+         * sends our FIN, and with no unread input it cannot turn into a reset. */
+        adieu__conn_finish(conn, conn->reason, 0);
+        return;
+    }
+    conn->shutdown_sent = true;
+    conn->shutdown_req.data = conn;
+    int rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown_done);
+    if (rc < 0)
+        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, rc);
+}
+
+/* ---- output ---------------------------------------------------------------------------- */
+
+static void written(adieu_conn_t *conn, size_t bytes, uint32_t msgs)
+{
+    adieu_proto_t proto = conn->proto;
+    conn->server->stats.bytes_out[proto] += bytes;
+    conn->server->stats.messages_out[proto] += msgs;
+}
+
+/* Called when the queue shrank: resume reading and owe on_drain at the low watermark. */
+static void queue_shrunk(adieu_conn_t *conn)
+{
+    if (queued(conn) > conn->server->cfg.write_low_watermark)
+        return;
+    if (conn->paused) {
+        conn->paused = false;
+        if (conn->state == ADIEU__CONN_OPEN)
+            read_start(conn);
+    }
+    if (conn->bp_reported && conn->state != ADIEU__CONN_CLOSED) {
+        conn->bp_reported = false;
+        if (conn->listener->handler.on_drain)
+            conn->listener->handler.on_drain(conn, conn->listener->user_data);
+    }
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    adieu_conn_t *conn = req->data;
+    conn->writing = false;
+    if (conn->state == ADIEU__CONN_CLOSED)
+        return; /* canceled by the close; nothing is owed any more */
+    if (status < 0) {
+        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, status);
+        return;
+    }
+    written(conn, adieu_buf_size(&conn->out_fly), conn->fly_msgs);
+    adieu_buf_reset(&conn->out_fly);
+    conn->fly_msgs = 0;
+    queue_shrunk(conn);
+    adieu__conn_pump(conn);
+}
+
+/* Writes out_pend: uv_try_write first (most replies leave here, with no request), and what
+ * the kernel did not take moves to out_fly for one uv_write. */
+static void flush(adieu_conn_t *conn)
+{
+    if (conn->writing || adieu_buf_size(&conn->out_pend) == 0)
+        return;
+    uv_buf_t b = uv_buf_init((char *)adieu_buf_head(&conn->out_pend),
+                             (unsigned)adieu_buf_size(&conn->out_pend));
+    int n = uv_try_write((uv_stream_t *)&conn->tcp, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, n);
+        return;
+    }
+    if (n == (int)b.len) {
+        written(conn, (size_t)n, conn->pend_msgs);
+        adieu_buf_reset(&conn->out_pend);
+        conn->pend_msgs = 0;
+        queue_shrunk(conn);
+        return;
+    }
+    if (n > 0) {
+        written(conn, (size_t)n, 0);
+        adieu_buf_consume(&conn->out_pend, (size_t)n);
+    }
+    adieu_buf_t tmp = conn->out_fly;
+    conn->out_fly = conn->out_pend;
+    conn->out_pend = tmp;
+    conn->fly_msgs = conn->pend_msgs;
+    conn->pend_msgs = 0;
+    b = uv_buf_init((char *)adieu_buf_head(&conn->out_fly),
+                    (unsigned)adieu_buf_size(&conn->out_fly));
+    conn->write_req.data = conn;
+    int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, &b, 1, on_write);
+    if (rc < 0) {
+        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, rc);
+        return;
+    }
+    conn->writing = true;
+}
+
+int adieu_conn_send(adieu_conn_t *conn, adieu_opcode_t opcode, const void *data, size_t len)
+{
+    (void)opcode;
+    if (conn->state == ADIEU__CONN_CLOSED || conn->state == ADIEU__CONN_LINGERING ||
+        conn->shutdown_sent)
+        return ADIEU_ECLOSED;
+    const adieu_config_t *cfg = &conn->server->cfg;
+    uint8_t prefix[4];
+    int plen = adieu_frame_prefix(prefix, cfg->prefix_bytes, len);
+    if (plen < 0)
+        return plen;
+    size_t total = (size_t)plen + len;
+    if (queued(conn) + total > cfg->write_hard_limit)
+        return ADIEU_EBUFFULL;
+    uint8_t *dst = adieu_buf_reserve(&conn->out_pend, total);
+    if (dst == NULL)
+        return ADIEU_ENOMEM;
+    memcpy(dst, prefix, (size_t)plen);
+    if (len > 0)
+        memcpy(dst + plen, data, len);
+    adieu_buf_commit(&conn->out_pend, total);
+    conn->pend_msgs++;
+    if (!conn->in_read)
+        adieu__conn_mark_dirty(conn);
+    if (queued(conn) > cfg->write_high_watermark) {
+        /* C5: stop reading from a peer that does not read its replies. */
+        conn->bp_reported = true;
+        if (conn->state == ADIEU__CONN_OPEN && !conn->paused) {
+            conn->paused = true;
+            read_stop(conn);
+        }
+        return ADIEU_BACKPRESSURE;
+    }
+    return 0;
+}
+
+/* ---- input ----------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    adieu_conn_t *conn = handle->data;
+    adieu_server_t *server = conn->server;
+    buf->base = (char *)server->readbuf;
+    buf->len = server->readbuf_size;
+}
+
+/* Hands every complete message in data to the application, stopping when the connection
+ * leaves OPEN (the application closed it, or a limit was broken). */
+static void deliver(adieu_conn_t *conn, const uint8_t *data, size_t len)
+{
+    const adieu_handler_t *h = &conn->listener->handler;
+    adieu_server_t *server = conn->server;
+    while (conn->state == ADIEU__CONN_OPEN) {
+        size_t used = 0;
+        adieu_frame_msg_t fm;
+        int rc = adieu_frame_parse(&conn->frame, data, len, &used, &fm);
+        data += used;
+        len -= used;
+        if (rc == 0)
+            return;
+        if (rc < 0) {
+            if (rc == ADIEU_ETOOBIG) {
+                snprintf(conn->detail, sizeof(conn->detail), "declared length %zu over %zu",
+                         conn->frame.len, conn->frame.max_message);
+                adieu__conn_begin_close(conn, ADIEU_REASON_TOO_BIG, 0);
+            } else {
+                adieu__conn_begin_close(conn, ADIEU_REASON_SERVER_ERROR, 0);
+            }
+            return;
+        }
+        server->stats.messages_in[conn->proto]++;
+        if (h->on_message) {
+            adieu_msg_t msg = {.data = fm.data, .len = fm.len, .opcode = ADIEU_BINARY};
+            h->on_message(conn, &msg, conn->listener->user_data);
+        }
+    }
+}
+
+static void on_eof(adieu_conn_t *conn)
+{
+    conn->eof_seen = true;
+    read_stop(conn);
+    switch (conn->state) {
+    case ADIEU__CONN_OPEN:
+        if (adieu_frame_parser_eof(&conn->frame) < 0) {
+            snprintf(conn->detail, sizeof(conn->detail), "stream ended inside a frame");
+            adieu__conn_begin_close(conn, ADIEU_REASON_TRUNCATED, 0);
+        } else {
+            adieu__conn_begin_close(conn, ADIEU_REASON_PEER_EOF, 0);
+        }
+        adieu__conn_pump(conn);
+        break;
+    case ADIEU__CONN_CLOSING:
+        adieu__conn_pump(conn);
+        break;
+    case ADIEU__CONN_LINGERING:
+        adieu__conn_finish(conn, conn->reason, 0);
+        break;
+    case ADIEU__CONN_CLOSED:
+        break;
+    }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    adieu_conn_t *conn = stream->data;
+    if (nread == 0 || conn->state == ADIEU__CONN_CLOSED)
+        return;
+    if (nread == UV_EOF) {
+        on_eof(conn);
+        return;
+    }
+    if (nread < 0) {
+        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, (int)nread);
+        return;
+    }
+    conn->server->stats.bytes_in[conn->proto] += (uint64_t)nread;
+    conn->last_active = uv_now(conn->server->loop);
+    if (conn->state != ADIEU__CONN_OPEN)
+        return; /* closing or lingering: input is read only to be discarded */
+    /* The reference keeps the object alive should a callback force the server closed. */
+    adieu_conn_ref(conn);
+    conn->in_read = true;
+    deliver(conn, (const uint8_t *)buf->base, (size_t)nread);
+    conn->in_read = false;
+    adieu__conn_pump(conn);
+    adieu_conn_unref(conn);
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+    adieu_conn_t *conn = timer->data;
+    uint64_t idle = conn->server->cfg.idle_timeout_ms;
+    switch (conn->state) {
+    case ADIEU__CONN_OPEN: {
+        /* Activity only records a time; the timer re-arms itself for what is left rather
+         * than being restarted on every read. */
+        uint64_t quiet = uv_now(conn->server->loop) - conn->last_active;
+        if (quiet < idle) {
+            uv_timer_start(&conn->timer, on_timer, idle - quiet, 0);
+            return;
+        }
+        snprintf(conn->detail, sizeof(conn->detail), "silent for %llu ms",
+                 (unsigned long long)quiet);
+        adieu__conn_begin_close(conn, ADIEU_REASON_IDLE_TIMEOUT, 0);
+        adieu__conn_pump(conn);
+        break;
+    }
+    case ADIEU__CONN_CLOSING:
+    case ADIEU__CONN_LINGERING:
+        adieu__conn_finish(conn, ADIEU_REASON_CLOSE_TIMEOUT, 0);
+        break;
+    case ADIEU__CONN_CLOSED:
+        break;
+    }
+}
+
+/* ---- accept ---------------------------------------------------------------------------- */
+
+void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockaddr *peer)
+{
+    adieu_server_t *server = listener->server;
+    adieu_conn_t *conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        close(fd);
+        adieu_log(ADIEU_LOG_ERROR, "server", "connection dropped error=ENOMEM");
+        return;
+    }
+    conn->server = server;
+    conn->listener = listener;
+    conn->proto = listener->proto;
+    conn->refs = 1;
+    adieu_list_init(&conn->link);
+    adieu_list_init(&conn->dirty);
+    uv_tcp_init(server->loop, &conn->tcp);
+    uv_timer_init(server->loop, &conn->timer);
+    conn->tcp.data = conn;
+    conn->timer.data = conn;
+    conn->handles = 2;
+    adieu__format_addr(peer, conn->peer, sizeof(conn->peer));
+    int rc = uv_tcp_open(&conn->tcp, fd);
+    if (rc < 0) {
+        /* libuv did not take the descriptor: nothing was handed to anyone but the log. */
+        close(fd);
+        adieu_log(ADIEU_LOG_WARN, "server", "connection dropped peer=%s error=%s", conn->peer,
+                  adieu_err_name(rc));
+        conn->state = ADIEU__CONN_CLOSED;
+        uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
+        uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
+        return;
+    }
+    uv_tcp_nodelay(&conn->tcp, 1);
+    adieu_frame_parser_init(&conn->frame, server->cfg.prefix_bytes, server->cfg.max_message);
+    conn->last_active = uv_now(server->loop);
+    adieu_proto_t proto = listener->proto;
+    server->stats.connections++;
+    server->stats.opened[proto]++;
+    server->stats.open[proto]++;
+    server->nconns++;
+    adieu_list_push_back(&server->conns, &conn->link);
+
+    if (server->nconns > server->cfg.max_connections) {
+        snprintf(conn->detail, sizeof(conn->detail), "limit %u", server->cfg.max_connections);
+        adieu__conn_finish(conn, ADIEU_REASON_TOO_MANY_CONNECTIONS, 0);
+        return;
+    }
+    read_start(conn);
+    if (conn->state == ADIEU__CONN_CLOSED)
+        return;
+    if (server->cfg.idle_timeout_ms > 0)
+        uv_timer_start(&conn->timer, on_timer, server->cfg.idle_timeout_ms, 0);
+    if (adieu__log_enabled(ADIEU_LOG_DEBUG))
+        adieu_log(ADIEU_LOG_DEBUG, "conn", "open peer=%s proto=%s", conn->peer,
+                  adieu_proto_name(proto));
+    conn->opened = true;
+    if (listener->handler.on_open)
+        listener->handler.on_open(conn, listener->user_data);
+}
+
+/* ---- the rest of the public connection API ---------------------------------------------- */
+
+int adieu_conn_close(adieu_conn_t *conn)
+{
+    if (conn->state != ADIEU__CONN_OPEN)
+        return ADIEU_ECLOSED;
+    adieu__conn_begin_close(conn, ADIEU_REASON_LOCAL, 0);
+    return 0;
+}
+
+int adieu_conn_defer(adieu_conn_t *conn, void (*fn)(void *arg), void *arg)
+{
+    if (fn == NULL)
+        return ADIEU_EINVAL;
+    if (conn->state == ADIEU__CONN_CLOSED)
+        return ADIEU_ECLOSED;
+    unsigned i = conn->ndefer;
+    if (i < ADIEU__DEFER_INLINE) {
+        conn->defer_inline[i] = (adieu_defer_t){fn, arg};
+    } else {
+        unsigned j = i - ADIEU__DEFER_INLINE;
+        if (j == conn->defer_cap) {
+            unsigned cap = conn->defer_cap ? conn->defer_cap * 2 : 8;
+            adieu_defer_t *p = realloc(conn->defer_heap, cap * sizeof(*p));
+            if (p == NULL)
+                return ADIEU_ENOMEM;
+            conn->defer_heap = p;
+            conn->defer_cap = cap;
+        }
+        conn->defer_heap[j] = (adieu_defer_t){fn, arg};
+    }
+    conn->ndefer++;
+    return 0;
+}
+
+adieu_conn_t *adieu_conn_hold(adieu_conn_t *conn)
+{
+    conn->holds++;
+    return adieu_conn_ref(conn);
+}
+
+void adieu_conn_release(adieu_conn_t *conn)
+{
+    assert(conn->holds > 0);
+    if (--conn->holds == 0 && conn->state == ADIEU__CONN_CLOSING)
+        adieu__conn_mark_dirty(conn);
+    adieu_conn_unref(conn);
+}
+
+bool adieu_conn_is_open(const adieu_conn_t *conn)
+{
+    return conn->state == ADIEU__CONN_OPEN;
+}
+
+const char *adieu_conn_peer(const adieu_conn_t *conn)
+{
+    return conn->peer;
+}
+
+adieu_proto_t adieu_conn_proto(const adieu_conn_t *conn)
+{
+    return conn->proto;
+}
+
+adieu_server_t *adieu_conn_server(const adieu_conn_t *conn)
+{
+    return conn->server;
+}
+
+size_t adieu_conn_queued(const adieu_conn_t *conn)
+{
+    return queued(conn);
+}
+
+void adieu_conn_set_data(adieu_conn_t *conn, void *data)
+{
+    conn->data = data;
+}
+
+void *adieu_conn_get_data(const adieu_conn_t *conn)
+{
+    return conn->data;
+}

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A growable byte buffer with a read offset. Used for partial input (message assembly) and
+ * for output queues. Capacity is kept across reset so the steady state does not allocate;
+ * adieu_buf_shrink() gives memory back when a connection goes idle.
+ * No libuv here: the sans-I/O core uses it.
+ */
+#ifndef ADIEU_UTIL_BUF_H
+#define ADIEU_UTIL_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint8_t *data; /* NULL until the first reserve */
+    size_t off;    /* start of unread bytes */
+    size_t len;    /* end of written bytes: unread = len - off */
+    size_t cap;
+} adieu_buf_t;
+
+/* Makes an empty buffer; never allocates. A zeroed adieu_buf_t is also empty. */
+void adieu_buf_init(adieu_buf_t *b);
+/* Frees the storage; the buffer is empty and usable again. */
+void adieu_buf_free(adieu_buf_t *b);
+/* Bytes written and not yet consumed. */
+static inline size_t adieu_buf_size(const adieu_buf_t *b)
+{
+    return b->len - b->off;
+}
+static inline uint8_t *adieu_buf_head(const adieu_buf_t *b)
+{
+    return b->data + b->off;
+}
+/* Ensures room for n more bytes after len (moving unread bytes to the front first when that
+ * makes room). Returns a pointer to the free space, or NULL on allocation failure (the
+ * buffer is unchanged). */
+uint8_t *adieu_buf_reserve(adieu_buf_t *b, size_t n);
+/* Appends n bytes. Returns 0 or ADIEU_ENOMEM. */
+int adieu_buf_append(adieu_buf_t *b, const void *p, size_t n);
+/* Marks n bytes after len as written (after adieu_buf_reserve). */
+static inline void adieu_buf_commit(adieu_buf_t *b, size_t n)
+{
+    b->len += n;
+}
+/* Consumes n unread bytes; when nothing is left, off and len return to 0. */
+void adieu_buf_consume(adieu_buf_t *b, size_t n);
+/* Empties the buffer, keeping its storage. */
+static inline void adieu_buf_reset(adieu_buf_t *b)
+{
+    b->off = 0;
+    b->len = 0;
+}
+/* If empty and holding more than keep bytes of storage, frees it. */
+void adieu_buf_shrink(adieu_buf_t *b, size_t keep);
+
+#endif /* ADIEU_UTIL_BUF_H */
