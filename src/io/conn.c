@@ -13,8 +13,10 @@
  *    handles have closed.
  */
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "io/internal.h"
@@ -293,6 +295,7 @@ static void on_write(uv_write_t *req, int status)
     }
     written(conn, adieu_buf_size(&conn->out_fly), conn->fly_msgs);
     adieu_buf_reset(&conn->out_fly);
+    adieu_buf_shrink(&conn->out_fly, conn->server->cfg.write_high_watermark);
     conn->fly_msgs = 0;
     queue_shrunk(conn);
     adieu__conn_pump(conn);
@@ -314,6 +317,7 @@ static void flush(adieu_conn_t *conn)
     if (n == (int)b.len) {
         written(conn, (size_t)n, conn->pend_msgs);
         adieu_buf_reset(&conn->out_pend);
+        adieu_buf_shrink(&conn->out_pend, conn->server->cfg.write_high_watermark);
         conn->pend_msgs = 0;
         queue_shrunk(conn);
         return;
@@ -468,6 +472,20 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     adieu_conn_unref(conn);
 }
 
+/* True when input is waiting in the kernel (or the peer's EOF is). libuv runs due timers
+ * before it polls in each loop turn, so after a stall the idle timer can fire before bytes
+ * that arrived in time are read; and a connection paused by back-pressure reads nothing. A
+ * peek, made only when the timer expires, tells a silent peer from one not yet read. */
+static bool input_waiting(adieu_conn_t *conn)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&conn->tcp, &fd) != 0)
+        return false;
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 static void on_timer(uv_timer_t *timer)
 {
     adieu_conn_t *conn = timer->data;
@@ -477,6 +495,10 @@ static void on_timer(uv_timer_t *timer)
         /* Activity only records a time; the timer re-arms itself for what is left rather
          * than being restarted on every read. */
         uint64_t quiet = uv_now(conn->server->loop) - conn->last_active;
+        if (quiet >= idle && input_waiting(conn)) {
+            conn->last_active = uv_now(conn->server->loop);
+            quiet = 0;
+        }
         if (quiet < idle) {
             uv_timer_start(&conn->timer, on_timer, idle - quiet, 0);
             return;

@@ -27,7 +27,9 @@ static void on_close(lc_conn_t *c, const adieu_close_info_t *info)
 {
     (void)info;
     uint64_t after = c->closed_at - closed_by_app_at;
-    CHECK(after >= LINGER_MS && after < 5 * LINGER_MS);
+    /* Not before the bound, and not long after it (loose for valgrind on a loaded machine;
+     * the default bound, 5 s, would fail). */
+    CHECK(after >= LINGER_MS && after < LINGER_MS + 1500);
     /* The client saw the answer and the FIN long ago; it may go now. */
     CHECK(client.eof);
     lc_client_close(&client);

@@ -9,8 +9,11 @@
 
 #include "harness.h"
 
-#define IDLE_MS 150
-#define PING_MS 25
+/* Generous against the ping interval: the library judges idleness from its timer before
+ * the loop reads pending input, so a loop stall longer than this (a loaded machine under
+ * valgrind) could close the active client too; see test_idle_timeout_after_stall.c. */
+#define IDLE_MS 300
+#define PING_MS 20
 /* The active client pings for this long, more than twice the timeout. */
 #define ACTIVE_MS (2 * IDLE_MS + 100)
 
@@ -86,8 +89,9 @@ int main(void)
         CHECK_EQ(a->messages, pings);
         /* The silent connection closed before the active one was done. */
         CHECK(s->closed_at < a->closed_at);
+        /* The active one lived well past the timeout. */
+        CHECK(a->closed_at - a->opened_at >= ACTIVE_MS);
     }
-    CHECK(pings >= ACTIVE_MS / PING_MS - 2);
     CHECK(silent.eof);
     CHECK_EQ(silent.msgs_at_end, 0);
     CHECK(active.eof);

@@ -36,9 +36,9 @@ static void on_close(lc_conn_t *c, const adieu_close_info_t *info)
     (void)c;
     uint64_t after = lc_now(&S) - S.shutdown_at;
     /* At the deadline: not before, and not long after (the bound is loose for slow runs
-     * under valgrind; the loop has nothing else to do meanwhile). */
+     * under valgrind on a loaded machine). */
     if (info->reason == ADIEU_REASON_SHUTDOWN_TIMEOUT)
-        CHECK(after >= DEADLINE_MS && after < 2 * DEADLINE_MS);
+        CHECK(after >= DEADLINE_MS && after < DEADLINE_MS + 1500);
     else
         CHECK(after < DEADLINE_MS);
 }
