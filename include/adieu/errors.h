@@ -21,6 +21,7 @@
     XX(ECANCELED, -20003, "operation canceled: the connection closed first")                       \
     XX(ETRUNCATED, -20100, "stream ended inside a message")                                        \
     XX(EPROTO, -20101, "protocol violation")                                                       \
+    XX(EUTF8, -20102, "invalid UTF-8")                                                             \
     XX(ETOOBIG, -20200, "message too big")                                                         \
     XX(EBUFFULL, -20201, "output queue over its hard limit")                                       \
     XX(ETOOMANY, -20202, "too many connections")                                                   \

@@ -300,8 +300,7 @@ class Server:
                             + "\n".join(missing[:20]))
         seen = {}
         for c in closes:
-            if c.get("peer") != "unknown":  # see test_reset_before_accept_close_line_names_peer
-                seen.setdefault(c.get("peer"), []).append(c["line"])
+            seen.setdefault(c.get("peer"), []).append(c["line"])
         dups = [v for v in seen.values() if len(v) > 1]
         if dups:
             problems.append("more than one close line for a peer:\n"

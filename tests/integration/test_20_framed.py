@@ -349,15 +349,8 @@ def test_connection_churn_one_close_line_each(server):
     server.wait_for_lines(r" conn: closed ", len(expected), T(20))
     closes = server.close_lines()
     assert len(closes) == len(expected)
-    # A connection reset while still in the kernel's accept queue has no peer address left
-    # to read (getpeername fails): the server logs peer=unknown for it (known limitation,
-    # see test_reset_before_accept_close_line_names_peer).
-    unknown = [c for c in closes if c["peer"] == "unknown"]
-    assert all(c["reason"] == "peer_reset" for c in unknown), [c["line"] for c in unknown]
-    named = {c["peer"]: c for c in closes if c["peer"] != "unknown"}
-    assert len(named) + len(unknown) == len(closes)
-    unnamed = set(expected) - set(named)
-    assert unnamed <= resets and len(unnamed) == len(unknown), sorted(unnamed)[:5]
+    named = {c["peer"]: c for c in closes}
+    assert set(named) == set(expected), sorted(set(expected) ^ set(named))[:5]
     wrong = [c["line"] for c in named.values() if c["reason"] not in expected[c["peer"]]]
     assert not wrong, "\n".join(wrong[:10])
     assert all(c["level"] == "INFO" for c in closes)
@@ -366,10 +359,9 @@ def test_connection_churn_one_close_line_each(server):
     assert server.summary()["connections"] == len(expected)
 
 
-@pytest.mark.xfail(reason="a connection reset before the server accepts it is logged with "
-                   "peer=unknown (uv_tcp_getpeername fails after the RST); SPEC section 4 "
-                   "wants the peer address on every close line", strict=False)
 def test_reset_before_accept_close_line_names_peer(server):
+    """SPEC section 4 wants the peer address on every close line, also for a connection
+    reset before the server looked at it (the address comes from accept itself)."""
     expected, _ = churn(server.port, 200)
     server.wait_for_lines(r" conn: closed ", len(expected), T(20))
     unknown = [c["line"] for c in server.close_lines() if c["peer"] not in expected]

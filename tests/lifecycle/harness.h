@@ -2,7 +2,8 @@
 /*
  * harness.h: what every lifecycle test shares (STYLE 2.7, "Lifecycle"). A test runs a real
  * libuv loop with an adieu server listening on 127.0.0.1:0 (ADIEU_FRAMED) and drives uv_tcp
- * clients from the same loop, so every step is a loop event and nothing sleeps.
+ * clients from the same loop, so every step is a loop event: nothing sleeps to wait for
+ * another step, and a watchdog timer fails a test that runs too long.
  *
  * The server side records. Every connection handed to the application gets an lc_conn_t
  * (its adieu_conn_set_data() pointer) that counts each callback, keeps the close reason and
@@ -16,8 +17,9 @@
  * Each connection also keeps a trace ("open msg*3 shutdown close:shutdown d5 d4 d3 d2 d1
  * d0"), printed when a check fails, and lc_check_conn() pins its ending.
  *
- * A test ends with lc_finish(): the server must be done with its done callback called once,
- * adieu_server_free() must return 0, and uv_loop_close() must return 0.
+ * A test ends with lc_finish(): the server must be done (its done callback called once when
+ * lc_shutdown() started the shutdown), adieu_server_free() must return 0, and
+ * uv_loop_close() must return 0.
  *
  * Checks count through tests/unit/check.h in the test's own translation unit: lc_start()
  * hands the harness that unit's reporter, so harness failures are counted by check_done().
@@ -193,9 +195,10 @@ void lc_after(lc_server_t *s, uint64_t ms, void (*fn)(void *arg), void *arg);
 void lc_when(lc_server_t *s, bool (*cond)(void *arg), void (*fn)(void *arg), void *arg);
 
 /* More bytes than the kernel can buffer between a server socket and a client that does not
- * read: twice net.ipv4.tcp_wmem's maximum (the largest send buffer the kernel gives a TCP
- * socket), at least 8 MiB. Sent to a client that does not read, most of it stays in the
- * library's own output queue. */
+ * read (with a small SO_RCVBUF): twice net.ipv4.tcp_wmem's maximum, the largest send buffer
+ * the kernel autotunes a TCP socket to (the library does not set SO_SNDBUF), and at least
+ * 8 MiB. Sent to a client that does not read, most of it stays in the library's own output
+ * queue. */
 size_t lc_more_than_kernel_buffers(void);
 
 /* ---- adieu calls made through the harness: each is bracketed, so a callback that the call

@@ -9,11 +9,9 @@
  * the client reads, on_drain fires once, at or below write_low_watermark, then the second
  * request is delivered. Every accepted message arrives, whole and in order.
  *
- * The hard limit is set well above what the kernel can buffer (the server's send buffer is
- * at most net.ipv4.tcp_wmem's maximum, and the client's receive buffer is made small), so
- * the queue cannot empty into the kernel while the client does not read.
+ * The hard limit is set well above what the kernel can buffer (lc_more_than_kernel_buffers),
+ * so the queue cannot empty into the kernel while the client does not read.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "harness.h"
@@ -31,19 +29,6 @@ static size_t accepted;   /* messages queued by the big send */
 static int backpressured; /* sends that returned ADIEU_BACKPRESSURE */
 static bool reading;      /* the client has started reading */
 static size_t frames_ok;
-
-/* The largest send buffer the kernel may give a TCP socket. */
-static size_t kernel_wmem_max(void)
-{
-    unsigned long lo, def, max = 4ul << 20;
-    FILE *f = fopen("/proc/sys/net/ipv4/tcp_wmem", "r");
-    if (f != NULL) {
-        if (fscanf(f, "%lu %lu %lu", &lo, &def, &max) != 3)
-            max = 4ul << 20;
-        fclose(f);
-    }
-    return max;
-}
 
 static void send_all(lc_conn_t *c)
 {
@@ -130,9 +115,7 @@ static void client_message(lc_client_t *c, const uint8_t *data, size_t len)
 
 int main(void)
 {
-    hard_limit = 4 * kernel_wmem_max();
-    if (hard_limit < (16u << 20))
-        hard_limit = 16u << 20;
+    hard_limit = 2 * lc_more_than_kernel_buffers();
     adieu_config_t cfg;
     adieu_config_init(&cfg);
     cfg.write_high_watermark = HIGH;
