@@ -69,6 +69,7 @@ static void error_names(void)
         {ADIEU_ECANCELED, "ECANCELED", "operation canceled: the connection closed first"},
         {ADIEU_ETRUNCATED, "ETRUNCATED", "stream ended inside a message"},
         {ADIEU_EPROTO, "EPROTO", "protocol violation"},
+        {ADIEU_EUTF8, "EUTF8", "invalid UTF-8"},
         {ADIEU_ETOOBIG, "ETOOBIG", "message too big"},
         {ADIEU_EBUFFULL, "EBUFFULL", "output queue over its hard limit"},
         {ADIEU_ETOOMANY, "ETOOMANY", "too many connections"},
