@@ -162,7 +162,8 @@ typedef struct {
  * NULL. Each gets the connection first and the user_data given to adieu_server_listen().
  * Within one connection they come in this order:
  *   on_open, then any number of on_message / on_drain, then at most one on_shutdown
- *   (graceful drain started), then any on_message already on its way, then on_close.
+ *   (graceful drain started), then any on_message already on its way and on_drain (a
+ *   handler streaming an owed answer goes on writing during the drain), then on_close.
  * After on_close returns, the connection's deferred clean-ups run, last first, and no
  * callback for that connection follows. */
 typedef struct {

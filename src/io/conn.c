@@ -13,10 +13,8 @@
  *    handles have closed.
  */
 #include <assert.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "io/internal.h"
@@ -472,20 +470,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     adieu_conn_unref(conn);
 }
 
-/* True when input is waiting in the kernel (or the peer's EOF is). libuv runs due timers
- * before it polls in each loop turn, so after a stall the idle timer can fire before bytes
- * that arrived in time are read; and a connection paused by back-pressure reads nothing. A
- * peek, made only when the timer expires, tells a silent peer from one not yet read. */
-static bool input_waiting(adieu_conn_t *conn)
-{
-    uv_os_fd_t fd;
-    if (uv_fileno((const uv_handle_t *)&conn->tcp, &fd) != 0)
-        return false;
-    char byte;
-    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
-}
-
 static void on_timer(uv_timer_t *timer)
 {
     adieu_conn_t *conn = timer->data;
@@ -495,12 +479,14 @@ static void on_timer(uv_timer_t *timer)
         /* Activity only records a time; the timer re-arms itself for what is left rather
          * than being restarted on every read. */
         uint64_t quiet = uv_now(conn->server->loop) - conn->last_active;
-        if (quiet >= idle && input_waiting(conn)) {
-            conn->last_active = uv_now(conn->server->loop);
-            quiet = 0;
-        }
         if (quiet < idle) {
+            conn->idle_confirm = false;
             uv_timer_start(&conn->timer, on_timer, idle - quiet, 0);
+            return;
+        }
+        if (!conn->idle_confirm) {
+            conn->idle_confirm = true;
+            uv_timer_start(&conn->timer, on_timer, 1, 0);
             return;
         }
         snprintf(conn->detail, sizeof(conn->detail), "silent for %llu ms",

@@ -83,7 +83,8 @@ struct adieu_conn_s {
     bool writing;     /* a uv_write is in flight (out_fly) */
     bool shutdown_sent;
     bool shutdown_notified;
-    bool in_read; /* inside read_cb: its end pumps, the dirty list need not */
+    bool idle_confirm; /* the idle timer expired; judged after one more poll */
+    bool in_read;      /* inside read_cb: its end pumps, the dirty list need not */
     uint64_t last_active;
 
     adieu_frame_parser_t frame;

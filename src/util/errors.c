@@ -16,7 +16,11 @@ const char *adieu_err_name(int err)
     }
     if (err == 0)
         return "OK";
-    return uv_err_name(err);
+    /* uv_err_name() allocates for codes it does not know: the _r form never does. NOTE: the
+     * buffer makes this not thread-safe for unknown codes, as the header's threading rule
+     * already says of every call. */
+    static char name[32];
+    return uv_err_name_r(err, name, sizeof(name));
 }
 
 const char *adieu_strerror(int err)
@@ -30,7 +34,8 @@ const char *adieu_strerror(int err)
     }
     if (err == 0)
         return "success";
-    return uv_strerror(err);
+    static char msg[80];
+    return uv_strerror_r(err, msg, sizeof(msg));
 }
 
 const char *adieu_reason_name(adieu_reason_t reason)

@@ -8,6 +8,8 @@ load loop a count and a time limit. Only 127.0.0.1 is used. Synchronisation is d
 polling a condition (the server's log lines, a socket's state), never by a fixed sleep.
 """
 
+import base64
+import hashlib
 import os
 import re
 import select
@@ -128,6 +130,20 @@ def wait_for_condition(fn, timeout, interval=0.01, what="condition"):
         time.sleep(interval)
 
 
+# The close reasons of SPEC section 4 and the level of their close line (INFO, or WARN for
+# violations, limits, timeouts and forced closes; ERROR only for the server's own fault).
+REASON_LEVEL = {
+    "normal": "INFO", "peer_eof": "INFO", "peer_reset": "INFO", "truncated": "INFO",
+    "protocol_error": "WARN", "invalid_utf8": "WARN", "too_big": "WARN",
+    "bad_request": "WARN", "http_done": "INFO", "handshake_timeout": "WARN",
+    "idle_timeout": "WARN", "close_timeout": "WARN", "local": "INFO",
+    "too_many_connections": "WARN", "shutdown": "INFO", "shutdown_timeout": "WARN",
+    "forced": "WARN", "server_error": "ERROR",
+}
+
+# What a version without the WebSocket listener logs (or prints in its usage error).
+WS_UNAVAILABLE_RE = r"listener (?:is )?not available in this version"
+
 # --------------------------------------------------------------------------------------
 # The server under test
 # --------------------------------------------------------------------------------------
@@ -161,11 +177,47 @@ class Server:
         self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
         self._out_reader.start()
         self.port = None
+        self._ws_port = None
+        # Which listeners the flags ask for: framed unless `--frame off` (it defaults on);
+        # WebSocket only when `--ws ADDR` is given (its default may change between versions).
+        frame_flag = _flag_value(self.args, "--frame")
+        ws_flag = _flag_value(self.args, "--ws")
+        self.frame_on = frame_flag != "off"
+        self.ws_on = ws_flag is not None and ws_flag != "off"
+        self.ws_unavailable = False
         if expect_listen:
-            m = self.wait_for_line(
-                r" INFO server: listening proto=frame addr=127\.0\.0\.1:(\d+) app=(\w+)(\s|$)",
-                T(10))
-            self.port = int(m.group(1))
+            if self.ws_on:
+                try:
+                    m = self.wait_for_line(
+                        r" INFO server: listening proto=ws addr=127\.0\.0\.1:(\d+) app=(\w+)"
+                        r"(?:\s|$)|" + WS_UNAVAILABLE_RE, T(10))
+                except AssertionError:
+                    if any(re.search(WS_UNAVAILABLE_RE, l) for l in self.lines()):
+                        pytest.fail("adieu-server has no WebSocket listener (`websocket "
+                                    "listener not available in this version`):\n"
+                                    + self.tail(), pytrace=False)
+                    raise
+                if m.group(1) is None:
+                    # This version has no WebSocket listener: the framed side still runs;
+                    # tests that need the WebSocket port fail when they ask for it.
+                    self.ws_unavailable = True
+                else:
+                    self._ws_port = int(m.group(1))
+            if self.frame_on:
+                m = self.wait_for_line(
+                    r" INFO server: listening proto=frame addr=127\.0\.0\.1:(\d+) app=(\w+)(\s|$)",
+                    T(10))
+                self.port = int(m.group(1))
+
+    @property
+    def ws_port(self):
+        """The WebSocket/HTTP listener's port (from its `listening proto=ws` line)."""
+        if self._ws_port is None:
+            pytest.fail("adieu-server has no WebSocket listener: "
+                        + ("it logs `websocket listener not available in this version`"
+                           if self.ws_unavailable else f"not started with --ws ({self.args})"),
+                        pytrace=False)
+        return self._ws_port
 
     # -- output collection ------------------------------------------------------------
     def _read_stderr(self):
@@ -293,14 +345,25 @@ class Server:
         bad_level = [c["line"] for c in closes if c["level"] not in ("INFO", "WARN")]
         if bad_level:
             problems.append("close lines not at INFO/WARN:\n" + "\n".join(bad_level[:20]))
+        protos = {"frame"} if self.frame_on else set()
+        if self.ws_on:
+            protos.add("ws")
         missing = [c["line"] for c in closes
-                   if not c.get("peer") or c.get("proto") != "frame" or not c.get("reason")]
+                   if not c.get("peer") or c.get("proto") not in protos or not c.get("reason")]
         if missing:
-            problems.append("close lines without peer=/proto=frame/reason=:\n"
-                            + "\n".join(missing[:20]))
+            problems.append(f"close lines without peer=/proto={'|'.join(sorted(protos))}"
+                            f"/reason=:\n" + "\n".join(missing[:20]))
+        # WebSocket close lines: a known reason at the level SPEC section 4 gives it
+        # (INFO, WARN for violations, limits, timeouts and forced closes).
+        wrong = [c["line"] for c in closes if c.get("proto") == "ws"
+                 and REASON_LEVEL.get(c.get("reason")) != c["level"]]
+        if wrong:
+            problems.append("WebSocket close lines with an unknown reason or the wrong level:\n"
+                            + "\n".join(wrong[:20]))
         seen = {}
         for c in closes:
-            seen.setdefault(c.get("peer"), []).append(c["line"])
+            # The same client port may reach both listeners at once: key by listener too.
+            seen.setdefault((c.get("proto"), c.get("peer")), []).append(c["line"])
         dups = [v for v in seen.values() if len(v) > 1]
         if dups:
             problems.append("more than one close line for a peer:\n"
@@ -323,8 +386,17 @@ def _set_nofile_soft(soft):
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
 
 
-def server_args(*extra, app="demo", ws="off"):
-    args = ["--frame", f"{HOST}:0"]
+def _flag_value(args, name):
+    """The value given to flag name in an argv list (the last one wins), or None."""
+    value = None
+    for i, a in enumerate(args[:-1]):
+        if a == name:
+            value = args[i + 1]
+    return value
+
+
+def server_args(*extra, app="demo", ws="off", frame=f"{HOST}:0"):
+    args = ["--frame", frame]
     if ws is not None:
         args += ["--ws", ws]
     if app is not None:
@@ -334,15 +406,17 @@ def server_args(*extra, app="demo", ws="off"):
 
 @pytest.fixture
 def start_server():
-    """Factory: start_server(*extra_flags, app="demo", ws="off", nofile_soft=None) -> Server,
-    listening (nofile_soft: the open-file soft limit the server starts with).
+    """Factory: start_server(*extra_flags, app="demo", ws="off", frame="127.0.0.1:0",
+    nofile_soft=None) -> Server, listening (nofile_soft: the open-file soft limit the server
+    starts with; ws=WS_ANY for a WebSocket listener on a free port, see Server.ws_port;
+    frame="off" for none).
     At teardown: kills the PID if still running, then checks that no ERROR line appeared
     (unless server.allow_error), that every line is well-formed, one close line per peer,
     and (after a graceful exit) that the summary counts one connection per close line."""
     servers = []
 
-    def start(*extra, app="demo", ws="off", nofile_soft=None):
-        s = Server(server_args(*extra, app=app, ws=ws), nofile_soft=nofile_soft)
+    def start(*extra, app="demo", ws="off", frame=f"{HOST}:0", nofile_soft=None):
+        s = Server(server_args(*extra, app=app, ws=ws, frame=frame), nofile_soft=nofile_soft)
         servers.append(s)
         return s
 
@@ -571,3 +645,521 @@ def run_client(args, timeout):
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"adieu-client {args} did not finish within {timeout:.1f}s; "
                              f"stdout tail: {str(e.stdout)[-2000:]!r}")
+
+
+# --------------------------------------------------------------------------------------
+# WebSocket (SPEC P2, RFC 6455) and plain HTTP (SPEC P3) on the WebSocket port
+# --------------------------------------------------------------------------------------
+WS_ANY = f"{HOST}:0"  # start_server(ws=WS_ANY): a WebSocket listener on a free port
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def ws_accept(key):
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 section 4.2.2)."""
+    if isinstance(key, str):
+        key = key.encode()
+    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
+
+
+def ws_key():
+    return base64.b64encode(os.urandom(16)).decode()
+
+
+def ws_mask(payload, key):
+    """payload XOR the repeated 4-byte key, a word at a time (fast enough for MiBs)."""
+    n = len(payload)
+    if n == 0:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(
+        n, "little")
+
+
+def ws_frame(opcode, payload=b"", fin=True, rsv=0, mask=True, mask_key=None, len_bytes=None):
+    """One frame as a client sends it. rsv: the 3 RSV bits as a number 0-7 (RSV1 = 4).
+    len_bytes: force the length encoding (0: 7-bit, 2: 16-bit, 8: 64-bit), minimal or not;
+    an int above 0xFFFF... given as `length` is not supported: use ws_frame_header."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | ((rsv & 7) << 4) | (opcode & 0xF)
+    if len_bytes is None:
+        len_bytes = 0 if n < 126 else 2 if n < 65536 else 8
+    mbit = 0x80 if mask else 0
+    if len_bytes == 0:
+        assert n < 126
+        head = struct.pack(">BB", b0, mbit | n)
+    elif len_bytes == 2:
+        head = struct.pack(">BBH", b0, mbit | 126, n)
+    else:
+        head = struct.pack(">BBQ", b0, mbit | 127, n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4) if mask_key is None else mask_key
+    return head + key + ws_mask(payload, key)
+
+
+def ws_close_payload(code=None, reason=b""):
+    if isinstance(reason, str):
+        reason = reason.encode()
+    if code is None:
+        return reason
+    return struct.pack(">H", code) + reason
+
+
+class WsFrame:
+    __slots__ = ("fin", "rsv", "opcode", "masked", "payload", "len_bytes")
+
+    def __init__(self, fin, rsv, opcode, masked, payload, len_bytes):
+        self.fin, self.rsv, self.opcode = fin, rsv, opcode
+        self.masked, self.payload, self.len_bytes = masked, payload, len_bytes
+
+    @property
+    def close_code(self):
+        return struct.unpack(">H", self.payload[:2])[0] if len(self.payload) >= 2 else None
+
+    @property
+    def close_reason(self):
+        return self.payload[2:]
+
+    def __repr__(self):
+        p = self.payload if len(self.payload) <= 40 else self.payload[:40] + b"..."
+        return (f"WsFrame(op={self.opcode:#x} fin={int(self.fin)} rsv={self.rsv} "
+                f"masked={int(self.masked)} len={len(self.payload)} {p!r})")
+
+
+def ws_parse_frame(buf):
+    """Parses one server frame off the front of buf: (WsFrame, bytes used) or (None, 0)."""
+    if len(buf) < 2:
+        return None, 0
+    b0, b1 = buf[0], buf[1]
+    n = b1 & 0x7F
+    off = 2
+    len_bytes = 0
+    if n == 126:
+        if len(buf) < 4:
+            return None, 0
+        n = struct.unpack_from(">H", buf, 2)[0]
+        off, len_bytes = 4, 2
+    elif n == 127:
+        if len(buf) < 10:
+            return None, 0
+        n = struct.unpack_from(">Q", buf, 2)[0]
+        off, len_bytes = 10, 8
+    masked = bool(b1 & 0x80)
+    key = b""
+    if masked:
+        if len(buf) < off + 4:
+            return None, 0
+        key = bytes(buf[off:off + 4])
+        off += 4
+    if len(buf) < off + n:
+        return None, 0
+    payload = bytes(buf[off:off + n])
+    if masked:
+        payload = ws_mask(payload, key)
+    return WsFrame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, masked, payload, len_bytes), off + n
+
+
+def ws_upgrade_request(port, path="/", key=None, version="13", headers=None, omit=(),
+                       method="GET", http="HTTP/1.1"):
+    """The bytes of an upgrade request. headers: extra (name, value) pairs appended; omit:
+    names (lower case) of the standard headers to leave out."""
+    std = [("Host", f"{HOST}:{port}"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+           ("Sec-WebSocket-Key", ws_key() if key is None else key),
+           ("Sec-WebSocket-Version", version)]
+    lines = [f"{method} {path} {http}"]
+    lines += [f"{k}: {v}" for k, v in std if k.lower() not in omit]
+    lines += [f"{k}: {v}" for k, v in (headers or [])]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class HttpResponse:
+    def __init__(self, status, reason, headers, body, raw, rest=b""):
+        self.status, self.reason, self.headers = status, reason, headers
+        self.body, self.raw, self.rest = body, raw, rest
+
+    def header(self, name):
+        """The value of header name (case-insensitive), or None; several are joined by ', '."""
+        vals = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ", ".join(vals) if vals else None
+
+    def header_tokens(self, name):
+        v = self.header(name)
+        return [t.strip().lower() for t in v.split(",")] if v else []
+
+    def __repr__(self):
+        return f"HttpResponse({self.raw[:600]!r})"
+
+
+def _parse_response_head(head):
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    m = re.match(r"^HTTP/1\.1 (\d{3}) ?(.*)$", lines[0])
+    assert m, f"bad status line {lines[0]!r} in {head!r}"
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        assert sep and name and name == name.strip(), f"bad header line {line!r} in {head!r}"
+        headers.append((name, value.strip()))
+    return int(m.group(1)), m.group(2), headers
+
+
+def read_http_response(sock, timeout, until_eof=True):
+    """Reads one HTTP/1.1 response from sock. For a non-101 answer reads the body (by
+    Content-Length, else until EOF) and, with until_eof, waits for the server to close the
+    connection (every non-101 answer has `Connection: close`); fails if it does not within
+    timeout. For 101, stops after the head; bytes after it are in .rest."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    eof = False
+
+    def more():
+        nonlocal buf, eof
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"HTTP response incomplete after {timeout:.1f}s: {buf[:600]!r}")
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return
+        except ConnectionResetError:
+            raise AssertionError(f"connection reset during the HTTP response: {buf[:600]!r}")
+        if data:
+            buf += data
+        else:
+            eof = True
+
+    while b"\r\n\r\n" not in buf:
+        if eof:
+            raise AssertionError(f"EOF before the end of the response head: {buf[:600]!r}")
+        more()
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status, reason, headers = _parse_response_head(head)
+    resp = HttpResponse(status, reason, headers, b"", head + b"\r\n\r\n")
+    if status == 101:
+        resp.rest = rest
+        return resp
+    buf = rest
+    clen = resp.header("Content-Length")
+    if clen is not None:
+        while len(buf) < int(clen) and not eof:
+            more()
+        assert len(buf) >= int(clen), f"body shorter than Content-Length: {resp!r} {buf!r}"
+        resp.body, extra = buf[:int(clen)], buf[int(clen):]
+        assert not extra, f"bytes after the body: {extra[:200]!r}"
+    if until_eof:
+        while not eof:
+            more()
+        if clen is None:
+            resp.body = buf
+        else:
+            assert len(buf) == int(clen), f"bytes after the body: {buf[int(clen):][:200]!r}"
+    resp.raw += resp.body
+    return resp
+
+
+def http_request(port, request, timeout=None):
+    """Sends raw request bytes to 127.0.0.1:port; returns (HttpResponse, client "ip:port").
+    Waits for the server to close the connection after a non-101 answer."""
+    timeout = T(10) if timeout is None else timeout
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        addr = addr_str(s.getsockname())
+        s.sendall(request)
+        return read_http_response(s, timeout), addr
+
+
+def http_get(port, path, timeout=None, headers=None):
+    """A plain `GET path HTTP/1.1` (no upgrade); returns the HttpResponse."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or []))
+    req = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode("latin-1")
+    return http_request(port, req, timeout)[0]
+
+
+def wait_healthy(port, timeout, want=200):
+    """Polls GET /healthz until it answers want (200 `ok`, 503 `draining`)."""
+    last = []
+
+    def probe():
+        try:
+            r = http_get(port, "/healthz", timeout=T(2))
+        except (OSError, AssertionError) as e:
+            last[:] = [repr(e)]
+            return None
+        last[:] = [r]
+        return r if r.status == want else None
+
+    try:
+        return wait_for_condition(probe, timeout, interval=0.02, what=f"/healthz {want}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last answer: {last}")
+
+
+class Metrics:
+    """A parsed Prometheus text exposition (format 0.0.4)."""
+
+    SAMPLE_RE = re.compile(
+        r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+        r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*,?)?)\})? '
+        r'([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|NaN|[-+]?Inf))(?: -?[0-9]+)?$')
+    LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+
+    def __init__(self, text):
+        self.text = text
+        self.help, self.type = {}, {}
+        self.samples = {}  # (name, frozenset(labels.items())) -> float
+        self.order = []    # family names in order of first appearance
+        self.errors = []
+        for line in text.split("\n"):
+            if not line:
+                continue
+            if line.startswith("# HELP "):
+                parts = line.split(" ", 3)
+                self.help[parts[2]] = parts[3] if len(parts) > 3 else ""
+                continue
+            if line.startswith("# TYPE "):
+                parts = line.split(" ")
+                if len(parts) != 4:
+                    self.errors.append(f"bad TYPE line {line!r}")
+                    continue
+                self.type[parts[2]] = parts[3]
+                continue
+            if line.startswith("#"):
+                continue
+            m = self.SAMPLE_RE.match(line)
+            if not m:
+                self.errors.append(f"bad sample line {line!r}")
+                continue
+            name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+            key = (name, frozenset(self.LABEL_RE.findall(labels)))
+            if key in self.samples:
+                self.errors.append(f"duplicate sample {line!r}")
+            self.samples[key] = float(value)
+            if name not in self.order:
+                self.order.append(name)
+
+    def get(self, name, **labels):
+        """The one sample of name with exactly these labels; fails if absent."""
+        key = (name, frozenset(labels.items()))
+        assert key in self.samples, f"no sample {name}{labels} in:\n{self.text}"
+        return self.samples[key]
+
+    def series(self, name):
+        return {k[1]: v for k, v in self.samples.items() if k[0] == name}
+
+    def total(self, name, **labels):
+        """Sum of the samples of name whose labels include these."""
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.samples.items() if n == name and want <= ls)
+
+
+def scrape(port, timeout=None):
+    """GET /metrics → Metrics (asserting 200 and a text/plain content type)."""
+    r = http_get(port, "/metrics", timeout)
+    assert r.status == 200, r
+    ctype = r.header("Content-Type") or ""
+    assert ctype.startswith("text/plain"), r
+    return Metrics(r.body.decode("utf-8"))
+
+
+class WsPeer:
+    """A raw WebSocket client on a blocking socket: frames are built and parsed here, so
+    tests can send anything (bad frames included) and see exactly what comes back."""
+
+    def __init__(self, port, path="/", timeout=None, handshake=True, headers=None):
+        self.port = port
+        self.timeout = T(10) if timeout is None else timeout
+        self.sock = socket.create_connection((HOST, port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.addr = addr_str(self.sock.getsockname())
+        self.buf = b""
+        self.eof = False
+        self.response = None
+        if handshake:
+            self.handshake(path, headers)
+
+    # -- handshake ------------------------------------------------------------------
+    def handshake(self, path="/", headers=None, key=None):
+        key = ws_key() if key is None else key
+        self.sock.sendall(ws_upgrade_request(self.port, path, key=key, headers=headers))
+        r = read_http_response(self.sock, self.timeout)
+        assert r.status == 101, f"upgrade refused: {r!r}"
+        assert r.header("Sec-WebSocket-Accept") == ws_accept(key), r
+        assert "websocket" in r.header_tokens("Upgrade"), r
+        assert "upgrade" in r.header_tokens("Connection"), r
+        self.buf = r.rest
+        self.response = r
+        return r
+
+    # -- sending ----------------------------------------------------------------------
+    def send_raw(self, data, chop=None):
+        """Sends bytes, in pieces of chop bytes (each its own write) if given."""
+        if not chop:
+            self.sock.sendall(data)
+            return
+        for i in range(0, len(data), chop):
+            self.sock.sendall(data[i:i + chop])
+
+    def send_frame(self, opcode, payload=b"", fin=True, rsv=0, mask=True, chop=None, **kw):
+        self.send_raw(ws_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask, **kw), chop)
+
+    def send_text(self, text, **kw):
+        self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text, **kw)
+
+    def send_binary(self, data, **kw):
+        self.send_frame(OP_BINARY, data, **kw)
+
+    def send_close(self, code=None, reason=b"", **kw):
+        self.send_frame(OP_CLOSE, ws_close_payload(code, reason), **kw)
+
+    # -- receiving --------------------------------------------------------------------
+    def _fill(self, deadline, what):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{self.addr}: no {what} within {self.timeout:.1f}s "
+                                 f"({len(self.buf)} bytes pending: {self.buf[:60]!r})")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return
+        if data:
+            self.buf += data
+        else:
+            self.eof = True
+
+    def recv_frame(self, timeout=None):
+        """The next frame from the server, or None at a clean EOF. Fails on timeout, on EOF
+        inside a frame, and on a masked server frame (RFC 6455 section 5.1)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            f, used = ws_parse_frame(self.buf)
+            if f is not None:
+                self.buf = self.buf[used:]
+                assert not f.masked, f"the server masked a frame: {f!r}"
+                return f
+            if self.eof:
+                assert not self.buf, f"EOF inside a server frame: {self.buf[:60]!r}"
+                return None
+            self._fill(deadline, "frame")
+
+    def recv_message(self, timeout=None):
+        """The next data message as (opcode, payload), fragments joined; control frames in
+        between are kept in self.controls. Fails on a close frame or EOF."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        parts, op = [], None
+        while True:
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()))
+            assert f is not None, f"{self.addr}: EOF instead of a message"
+            if f.opcode >= 8:
+                assert f.opcode != OP_CLOSE, (
+                    f"{self.addr}: close {f.close_code} {f.close_reason!r} instead of a message")
+                self.controls.append(f)
+                continue
+            if op is None:
+                assert f.opcode in (OP_TEXT, OP_BINARY), f"message starts with {f!r}"
+                op = f.opcode
+            else:
+                assert f.opcode == OP_CONT, f"continuation expected, got {f!r}"
+            assert f.rsv == 0, f
+            parts.append(f.payload)
+            if f.fin:
+                return op, b"".join(parts)
+
+    controls = []  # replaced per instance on first use below
+
+    def request(self, payload, opcode=None, timeout=None):
+        """Sends one message (text for str, binary for bytes unless opcode) and returns the
+        payload of the next message, checking it has the same opcode."""
+        if opcode is None:
+            opcode = OP_TEXT if isinstance(payload, str) else OP_BINARY
+        data = payload.encode() if isinstance(payload, str) else payload
+        self.send_frame(opcode, data)
+        op, got = self.recv_message(timeout)
+        assert op == opcode, f"reply opcode {op:#x}, sent {opcode:#x}"
+        return got.decode() if isinstance(payload, str) else got
+
+    def expect_close(self, timeout=None, reply=True, allow_data=False):
+        """Reads up to the server's close frame; returns it (.close_code, .close_reason).
+        Data frames before it fail the test unless allow_data (then kept in .before_close).
+        With reply, answers with the same close (as a client should), then expects the
+        server to close TCP (RFC 6455 section 7.1.1: the server closes first)."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self.before_close = []
+        while True:
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()))
+            assert f is not None, f"{self.addr}: EOF without a close frame"
+            if f.opcode == OP_CLOSE:
+                break
+            assert allow_data or f.opcode == OP_PONG, f"{self.addr}: {f!r} before the close"
+            self.before_close.append(f)
+        assert f.fin and f.rsv == 0, f
+        assert len(f.payload) != 1, f"a 1-byte close payload from the server: {f!r}"
+        if reply:
+            try:
+                self.send_close(f.close_code)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.expect_eof(max(0.5, deadline - time.monotonic()))
+        return f
+
+    def expect_eof(self, timeout=None):
+        """Waits for the server to close TCP, failing on data, a reset or a timeout."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self.eof:
+            try:
+                self._fill(deadline, "EOF")
+            except ConnectionResetError:
+                raise AssertionError(f"{self.addr}: reset instead of the server's FIN")
+        assert not self.buf, f"{self.addr}: bytes before EOF: {self.buf[:80]!r}"
+
+    def wait_closed(self, timeout=None):
+        """Waits until the server closed TCP (EOF or reset), discarding what arrives."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self.eof:
+            try:
+                self._fill(deadline, "close of the connection")
+            except ConnectionResetError:
+                return "reset"
+            self.buf = b""
+        return "eof"
+
+    def closed_by_server(self):
+        return socket_is_closed_by_server(self.sock)
+
+    def reset(self):
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def ws_peers():
+    """Factory for WsPeer objects (ws_peers(port, ...)), all closed at teardown."""
+    made = []
+
+    def connect(port, *args, **kw):
+        p = WsPeer(port, *args, **kw)
+        p.controls = []
+        made.append(p)
+        return p
+
+    yield connect
+    for p in made:
+        p.close()
+
+
+@pytest.fixture
+def ws_server(start_server):
+    """An echo server with only the WebSocket listener (127.0.0.1, free port)."""
+    return start_server(app="echo", ws=WS_ANY, frame="off")

@@ -15,13 +15,15 @@
 
 #include "harness.h"
 
-#define IDLE_MS 400
-#define SLOW_AFTER_MS 300 /* the slow request, after the first answer */
-#define STALL_PAST_MS 20  /* the stall ends this long after the idle deadline */
+/* Wide margins, so that a slow run (valgrind on a loaded machine) cannot make either client
+ * really silent for the timeout. */
+#define IDLE_MS 1000
+#define SLOW_AFTER_MS 600 /* the helper connects and sends, after the first answer */
+#define STALL_PAST_MS 20  /* the stall ends this long after the active one's idle deadline */
 
 static lc_server_t S;
 static lc_client_t active;     /* pings, and pings again during the stall */
-static lc_client_t helper;     /* sends the request whose handler blocks */
+static lc_client_t helper;     /* connects late, sends the request whose handler blocks */
 static uint64_t first_read_hr; /* uv_hrtime() when the server got the first ping */
 static uint64_t second_sent_hr;
 static uint64_t stall_end_hr;
@@ -44,34 +46,19 @@ static void block(void)
 static void on_message(lc_conn_t *c, const adieu_msg_t *msg)
 {
     CHECK_EQ(lc_send(c, msg->data, msg->len), 0);
-    if (c == lc_conn_of(&S, &helper)) {
+    if (c == lc_conn_of(&S, &helper))
         block();
-    } else if (c->messages == 1) {
+    else if (c->messages == 1)
         first_read_hr = uv_hrtime();
-    }
-}
-
-static void send_slow(void *arg)
-{
-    (void)arg;
-    lc_client_send(&helper, "slow", 4);
 }
 
 static void client_connected(lc_client_t *c, int status)
 {
-    if (CHECK_EQ(status, 0) && c == &active)
-        lc_client_send(c, "ping", 4);
+    if (CHECK_EQ(status, 0))
+        lc_client_send(c, c == &active ? "ping" : "slow", 4);
 }
 
-static void client_message(lc_client_t *c, const uint8_t *data, size_t len)
-{
-    (void)data;
-    CHECK_EQ(len, 4);
-    if (c == &active && c->msgs == 1)
-        lc_after(&S, SLOW_AFTER_MS, send_slow, NULL);
-    else
-        lc_client_shutdown(c);
-}
+static void client_message(lc_client_t *c, const uint8_t *data, size_t len);
 
 static void setup(lc_client_t *c)
 {
@@ -79,6 +66,22 @@ static void setup(lc_client_t *c)
     c->on_connect = client_connected;
     c->on_message = client_message;
     lc_client_connect(c);
+}
+
+static void connect_helper(void *arg)
+{
+    (void)arg;
+    setup(&helper);
+}
+
+static void client_message(lc_client_t *c, const uint8_t *data, size_t len)
+{
+    (void)data;
+    CHECK_EQ(len, 4);
+    if (c == &active && c->msgs == 1)
+        lc_after(&S, SLOW_AFTER_MS, connect_helper, NULL);
+    else
+        lc_client_shutdown(c);
 }
 
 int main(void)
@@ -90,7 +93,6 @@ int main(void)
     lc_start(&S, &cfg, &hooks);
     lc_expect(&S, 4);
     setup(&active);
-    setup(&helper);
 
     lc_run(&S);
 

@@ -8,7 +8,8 @@
  */
 #include <string.h>
 
-#include "harness.h"
+#include "adieu/adieu.h"
+#include "unit/check.h"
 
 static void check_str(const char *got, const char *want, const char *what)
 {
