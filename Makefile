@@ -55,8 +55,11 @@ all: build
 deps:
 	$(INSTALL_DEPS) build
 
+# node_modules (the `ws` client and playwright-core) come from package-lock.json, pinned.
 deps-test:
 	$(INSTALL_DEPS) test
+	@if [ -f package-lock.json ] && { ! [ -d node_modules/ws ] || \
+	    ! [ -d node_modules/playwright-core ]; }; then npm ci --no-audit --no-fund; fi
 
 build: deps
 	$(call cmake_build,$(BUILD))

@@ -28,7 +28,7 @@ typedef struct {
 
 static const char usage_text[] =
     "usage: adieu-server [options]\n"
-    "  --ws HOST:PORT|off            WebSocket + HTTP listener (not available in this version)\n"
+    "  --ws HOST:PORT|off            WebSocket + HTTP listener (default 127.0.0.1:9000)\n"
     "  --frame HOST:PORT|off         framed TCP listener (default 127.0.0.1:10999)\n"
     "  --app demo|echo               built-in application (default demo)\n"
     "  --prefix-bytes 2|4            framed length prefix (default 2)\n"
@@ -174,9 +174,6 @@ static int parse_flags(options_t *o, int argc, char **argv)
     }
     if (strcmp(o->frame, "off") == 0 && strcmp(o->ws, "off") == 0)
         return bad_flag("%s", "both listeners are off: nothing to serve");
-    if (strcmp(o->frame, "off") == 0)
-        return bad_flag("%s", "--frame is off and the --ws listener is not available in this "
-                              "version: nothing to serve");
     return -1;
 }
 
@@ -212,7 +209,7 @@ static int teardown(uv_loop_t *loop, adieu_server_t *server, adieu_app_ctx_t *ct
 
 int main(int argc, char **argv)
 {
-    options_t o = {.ws = "off",
+    options_t o = {.ws = "127.0.0.1:9000",
                    .frame = "127.0.0.1:10999",
                    .app = "demo",
                    .drain_ms = 10000,
@@ -231,6 +228,8 @@ int main(int argc, char **argv)
     }
     adieu_app_ctx_t ctx = {0};
     adieu_server_t *server = NULL;
+    o.cfg.subprotocols = o.subprotocols;
+    o.cfg.num_subprotocols = o.nsubprotocols;
     rc = adieu_server_new(&loop, &o.cfg, &server);
     if (rc < 0) {
         adieu_log(ADIEU_LOG_ERROR, "server", "cannot create the server error=%s",
@@ -239,22 +238,32 @@ int main(int argc, char **argv)
     }
     adieu_log(ADIEU_LOG_INFO, "server", "starting version=%s pid=%ld", ADIEU_VERSION_STRING,
               (long)getpid());
-    if (strcmp(o.ws, "off") != 0)
-        adieu_log(ADIEU_LOG_WARN, "server",
-                  "websocket listener not available in this version, --ws ignored addr=%s", o.ws);
-    /* Signals are caught before the listening line is printed: a supervisor that signals as
-     * soon as it reads that line must get a drain, not the default action. */
+    /* Signals are caught before the listening lines are printed: a supervisor that signals
+     * as soon as it reads them must get a drain, not the default action. */
     rc = adieu_server_catch_signals(server, o.drain_ms);
-    if (rc == 0)
-        rc = adieu_server_listen(server, ADIEU_FRAMED, o.frame, adieu_app_find(o.app), &ctx);
+    static const struct {
+        adieu_proto_t proto;
+        const char *name;
+    } listeners[] = {{ADIEU_WEBSOCKET, "ws"}, {ADIEU_FRAMED, "frame"}};
+    for (size_t i = 0; i < 2 && rc == 0; i++) {
+        adieu_proto_t proto = listeners[i].proto;
+        const char *addr = proto == ADIEU_WEBSOCKET ? o.ws : o.frame;
+        if (strcmp(addr, "off") == 0)
+            continue;
+        rc = adieu_server_listen(server, proto, addr, adieu_app_find(o.app), &ctx);
+        if (rc < 0) {
+            adieu_log(ADIEU_LOG_ERROR, "server",
+                      "cannot listen proto=%s addr=%s error=%s msg=\"%s\"", listeners[i].name, addr,
+                      adieu_err_name(rc), adieu_strerror(rc));
+            return teardown(&loop, server, &ctx, 1);
+        }
+        adieu_log(ADIEU_LOG_INFO, "server", "listening proto=%s addr=%s app=%s", listeners[i].name,
+                  adieu__server_listen_addr(server, proto), o.app);
+    }
     if (rc < 0) {
-        adieu_log(ADIEU_LOG_ERROR, "server",
-                  "cannot listen proto=frame addr=%s error=%s msg=\"%s\"", o.frame,
-                  adieu_err_name(rc), adieu_strerror(rc));
+        adieu_log(ADIEU_LOG_ERROR, "server", "cannot catch signals error=%s", adieu_err_name(rc));
         return teardown(&loop, server, &ctx, 1);
     }
-    adieu_log(ADIEU_LOG_INFO, "server", "listening proto=frame addr=%s app=%s",
-              adieu__server_listen_addr(server, ADIEU_FRAMED), o.app);
     int status = adieu_server_run(server, o.drain_ms);
     return teardown(&loop, server, &ctx, status);
 }

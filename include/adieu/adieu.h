@@ -120,21 +120,24 @@ typedef enum {
 /* Server configuration: a plain value, copied by adieu_server_new(). Always start from
  * adieu_config_init(), then change fields. */
 typedef struct {
-    size_t max_message;            /* largest message accepted (default 16 MiB) */
-    unsigned prefix_bytes;         /* framed length prefix, 2 or 4 (default 2); with 2,
-                                      messages are at most 65535 bytes whatever max_message */
-    uint64_t idle_timeout_ms;      /* close connections silent this long; 0 = off */
-    uint64_t handshake_timeout_ms; /* WebSocket upgrade deadline (default 10 s) */
-    size_t max_header;             /* HTTP request line + headers (default 8192) */
-    unsigned max_connections;      /* open connections at once (default 10000) */
-    size_t write_high_watermark;   /* output queue size above which sends report
-                                      back-pressure and reading pauses (default 1 MiB) */
-    size_t write_low_watermark;    /* queue size at or below which on_drain fires and
-                                      reading resumes (default 256 KiB) */
-    size_t write_hard_limit;       /* queue size above which sends fail with ADIEU_EBUFFULL
-                                      and are not queued (default 64 MiB) */
-    uint64_t linger_timeout_ms;    /* bound on a graceful close: flushing, FIN and the
-                                      lingering read (default 5 s) */
+    size_t max_message;              /* largest message accepted (default 16 MiB) */
+    unsigned prefix_bytes;           /* framed length prefix, 2 or 4 (default 2); with 2,
+                                        messages are at most 65535 bytes whatever max_message */
+    uint64_t idle_timeout_ms;        /* close connections silent this long; 0 = off */
+    uint64_t handshake_timeout_ms;   /* WebSocket upgrade deadline (default 10 s) */
+    size_t max_header;               /* HTTP request line + headers (default 8192) */
+    unsigned max_connections;        /* open connections at once (default 10000) */
+    size_t write_high_watermark;     /* output queue size above which sends report
+                                        back-pressure and reading pauses (default 1 MiB) */
+    size_t write_low_watermark;      /* queue size at or below which on_drain fires and
+                                        reading resumes (default 256 KiB) */
+    size_t write_hard_limit;         /* queue size above which sends fail with ADIEU_EBUFFULL
+                                        and are not queued (default 64 MiB) */
+    uint64_t linger_timeout_ms;      /* bound on a graceful close: flushing, FIN and the
+                                        lingering read (default 5 s) */
+    const char *const *subprotocols; /* WebSocket subprotocols supported, NUL-terminated;
+                                        borrowed: must outlive the server (default none) */
+    size_t num_subprotocols;
 } adieu_config_t;
 
 /* Fills cfg with the defaults above. */
@@ -287,6 +290,16 @@ void adieu_conn_unref(adieu_conn_t *conn);
 adieu_conn_t *adieu_conn_hold(adieu_conn_t *conn);
 /* Ends a hold taken by adieu_conn_hold() and drops its reference. */
 void adieu_conn_release(adieu_conn_t *conn);
+
+/* Like adieu_conn_close(), with the WebSocket close code and reason text to send (code
+ * 1000-1003, 1007-1014 or 3000-4999; reason valid UTF-8 of at most 123 bytes, copied; NULL
+ * for none). Framed connections ignore both. Returns 0, ADIEU_ECLOSED, or ADIEU_EINVAL for a
+ * code or reason that may not be sent. */
+int adieu_conn_close_code(adieu_conn_t *conn, unsigned code, const char *reason);
+
+/* The WebSocket subprotocol selected at the upgrade (one of the configured names), or NULL:
+ * none, or a framed connection. Borrowed from the configuration. */
+const char *adieu_conn_subprotocol(const adieu_conn_t *conn);
 
 /* True until the connection starts closing (peer EOF, close, shutdown, error). */
 bool adieu_conn_is_open(const adieu_conn_t *conn);

@@ -31,10 +31,32 @@ static void demo_framed(adieu_conn_t *conn, const adieu_msg_t *msg, adieu_app_ct
     adieu_conn_send(conn, ADIEU_BINARY, reply, (size_t)n);
 }
 
+/* WebSocket: text "close" closes with 1000; other text T gets "T/answer"; binary echoes. */
+static void demo_ws(adieu_conn_t *conn, const adieu_msg_t *msg, adieu_app_ctx_t *ctx)
+{
+    static const char suffix[] = "/answer";
+    if (msg->opcode == ADIEU_BINARY) {
+        adieu_conn_send(conn, ADIEU_BINARY, msg->data, msg->len);
+        return;
+    }
+    if (msg->len == 5 && memcmp(msg->data, "close", 5) == 0) {
+        adieu_conn_close(conn);
+        return;
+    }
+    adieu_buf_reset(&ctx->scratch);
+    if (adieu_buf_append(&ctx->scratch, msg->data, msg->len) < 0 ||
+        adieu_buf_append(&ctx->scratch, suffix, sizeof(suffix) - 1) < 0)
+        return;
+    adieu_conn_send(conn, ADIEU_TEXT, adieu_buf_head(&ctx->scratch), adieu_buf_size(&ctx->scratch));
+}
+
 static void demo_on_message(adieu_conn_t *conn, const adieu_msg_t *msg, void *user_data)
 {
     log_message(conn, msg);
-    demo_framed(conn, msg, user_data);
+    if (adieu_conn_proto(conn) == ADIEU_WEBSOCKET)
+        demo_ws(conn, msg, user_data);
+    else
+        demo_framed(conn, msg, user_data);
 }
 
 static void echo_on_message(adieu_conn_t *conn, const adieu_msg_t *msg, void *user_data)

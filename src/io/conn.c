@@ -69,6 +69,8 @@ static size_t queued(const adieu_conn_t *conn)
 static void conn_free(adieu_conn_t *conn)
 {
     adieu_frame_parser_free(&conn->frame);
+    adieu_buf_free(&conn->inbuf);
+    adieu__ws_free(conn);
     adieu_buf_free(&conn->out_pend);
     adieu_buf_free(&conn->out_fly);
     free(conn->defer_heap);
@@ -136,8 +138,13 @@ static void log_close(adieu_conn_t *conn)
     char detail[sizeof(conn->detail) + 12] = "";
     if (conn->detail[0] != '\0')
         snprintf(detail, sizeof(detail), " detail=\"%s\"", conn->detail);
-    adieu_log(level, "conn", "closed peer=%s proto=%s reason=%s%s%s", conn->peer,
-              adieu_proto_name(conn->proto), adieu_reason_name(conn->reason), err, detail);
+    char code[16] = "";
+    adieu_close_info_t info;
+    adieu__ws_fill_close_info(conn, &info);
+    if (info.ws_code != 0)
+        snprintf(code, sizeof(code), " code=%d", info.ws_code);
+    adieu_log(level, "conn", "closed peer=%s proto=%s reason=%s%s%s%s", conn->peer,
+              adieu_proto_name(conn->proto), adieu_reason_name(conn->reason), code, err, detail);
 }
 
 static void run_defers(adieu_conn_t *conn)
@@ -167,6 +174,8 @@ void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err)
     adieu_list_remove(&conn->dirty);
     adieu_list_remove(&conn->link);
     server->nconns--;
+    if (conn->phase == ADIEU__PHASE_HTTP)
+        server->nhttp--;
     server->stats.open[proto]--;
     server->stats.closed[proto][conn->reason]++;
     read_stop(conn);
@@ -176,13 +185,8 @@ void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err)
     /* The library's reference keeps the object alive through on_close and the clean-ups
      * even if the application drops its own references there. */
     if (conn->opened && conn->listener->handler.on_close) {
-        adieu_close_info_t info = {
-            .reason = conn->reason,
-            .ws_code = 0,
-            .ws_reason = "",
-            .ws_reason_len = 0,
-            .sys_err = conn->sys_err,
-        };
+        adieu_close_info_t info;
+        adieu__ws_fill_close_info(conn, &info);
         conn->listener->handler.on_close(conn, &info, conn->listener->user_data);
     }
     run_defers(conn);
@@ -204,6 +208,8 @@ void adieu__conn_begin_close(adieu_conn_t *conn, adieu_reason_t reason, int sys_
     conn->reason = reason;
     if (conn->sys_err == 0)
         conn->sys_err = sys_err;
+    if (conn->phase == ADIEU__PHASE_WS)
+        adieu__ws_begin_close(conn, reason);
     /* Keep reading, discarding, so a reset or EOF is seen while replies are flushed. A
      * connection paused by back-pressure resumes: its input no longer produces output. */
     conn->paused = false;
@@ -238,13 +244,21 @@ void adieu__conn_pump(adieu_conn_t *conn)
     adieu_list_remove(&conn->dirty);
     if (conn->state == ADIEU__CONN_CLOSED)
         return;
+    if (conn->phase == ADIEU__PHASE_WS)
+        adieu__ws_collect_output(conn);
     flush(conn);
     if (conn->state != ADIEU__CONN_CLOSING || conn->writing || queued(conn) > 0 ||
         conn->holds > 0 || conn->shutdown_sent)
         return;
-    if (conn->eof_seen) {
+    /* RFC 6455 §7.1.1: after our close frame, the peer's close ends the handshake; the
+     * server then closes TCP (here: FIN and the lingering read, like every close). */
+    if (conn->phase == ADIEU__PHASE_WS && !conn->eof_seen &&
+        conn->reason != ADIEU_REASON_IDLE_TIMEOUT && adieu_ws_conn_close_expected(&conn->ws->c))
+        return;
+    if (conn->eof_seen || conn->reason == ADIEU_REASON_IDLE_TIMEOUT) {
         /* The peer already half-closed and everything owed is written: closing the socket
-         * sends our FIN, and with no unread input it cannot turn into a reset. */
+         * sends our FIN, and with no unread input it cannot turn into a reset. A peer
+         * closed for silence is not waited for again (SPEC: close frame, then TCP). */
         adieu__conn_finish(conn, conn->reason, 0);
         return;
     }
@@ -340,15 +354,43 @@ static void flush(adieu_conn_t *conn)
     conn->writing = true;
 }
 
+/* C5: stop reading from a peer that does not read what we write. */
+static bool over_high_watermark(adieu_conn_t *conn)
+{
+    if (queued(conn) <= conn->server->cfg.write_high_watermark)
+        return false;
+    if (conn->state == ADIEU__CONN_OPEN && !conn->paused) {
+        conn->paused = true;
+        read_stop(conn);
+    }
+    return true;
+}
+
+int adieu__conn_out_append(adieu_conn_t *conn, const void *data, size_t len)
+{
+    if (adieu_buf_append(&conn->out_pend, data, len) < 0)
+        return ADIEU_ENOMEM;
+    if (!conn->in_read)
+        adieu__conn_mark_dirty(conn);
+    /* Control frames (a ping flood's pongs) count against the watermark like messages. */
+    over_high_watermark(conn);
+    return 0;
+}
+
 int adieu_conn_send(adieu_conn_t *conn, adieu_opcode_t opcode, const void *data, size_t len)
 {
-    (void)opcode;
     if (conn->state == ADIEU__CONN_CLOSED || conn->state == ADIEU__CONN_LINGERING ||
         conn->shutdown_sent)
         return ADIEU_ECLOSED;
     const adieu_config_t *cfg = &conn->server->cfg;
-    uint8_t prefix[4];
-    int plen = adieu_frame_prefix(prefix, cfg->prefix_bytes, len);
+    uint8_t prefix[10];
+    int plen;
+    if (conn->phase == ADIEU__PHASE_WS)
+        plen = adieu__ws_send(conn, opcode, len, prefix);
+    else if (conn->phase == ADIEU__PHASE_FRAMED)
+        plen = adieu_frame_prefix(prefix, cfg->prefix_bytes, len);
+    else
+        plen = ADIEU_EINVALID_STATE;
     if (plen < 0)
         return plen;
     size_t total = (size_t)plen + len;
@@ -364,13 +406,8 @@ int adieu_conn_send(adieu_conn_t *conn, adieu_opcode_t opcode, const void *data,
     conn->pend_msgs++;
     if (!conn->in_read)
         adieu__conn_mark_dirty(conn);
-    if (queued(conn) > cfg->write_high_watermark) {
-        /* C5: stop reading from a peer that does not read its replies. */
+    if (over_high_watermark(conn)) {
         conn->bp_reported = true;
-        if (conn->state == ADIEU__CONN_OPEN && !conn->paused) {
-            conn->paused = true;
-            read_stop(conn);
-        }
         return ADIEU_BACKPRESSURE;
     }
     return 0;
@@ -391,8 +428,6 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
  * leaves OPEN (the application closed it, or a limit was broken). */
 static void deliver(adieu_conn_t *conn, const uint8_t *data, size_t len)
 {
-    const adieu_handler_t *h = &conn->listener->handler;
-    adieu_server_t *server = conn->server;
     while (conn->state == ADIEU__CONN_OPEN) {
         size_t used = 0;
         adieu_frame_msg_t fm;
@@ -411,11 +446,17 @@ static void deliver(adieu_conn_t *conn, const uint8_t *data, size_t len)
             }
             return;
         }
-        server->stats.messages_in[conn->proto]++;
-        if (h->on_message) {
-            adieu_msg_t msg = {.data = fm.data, .len = fm.len, .opcode = ADIEU_BINARY};
-            h->on_message(conn, &msg, conn->listener->user_data);
-        }
+        adieu__conn_deliver(conn, ADIEU_BINARY, fm.data, fm.len);
+    }
+}
+
+void adieu__conn_deliver(adieu_conn_t *conn, adieu_opcode_t opcode, const uint8_t *data, size_t len)
+{
+    const adieu_handler_t *h = &conn->listener->handler;
+    conn->server->stats.messages_in[conn->proto]++;
+    if (h->on_message) {
+        adieu_msg_t msg = {.data = data, .len = len, .opcode = opcode};
+        h->on_message(conn, &msg, conn->listener->user_data);
     }
 }
 
@@ -425,7 +466,9 @@ static void on_eof(adieu_conn_t *conn)
     read_stop(conn);
     switch (conn->state) {
     case ADIEU__CONN_OPEN:
-        if (adieu_frame_parser_eof(&conn->frame) < 0) {
+        if (conn->phase != ADIEU__PHASE_FRAMED) {
+            adieu__ws_eof(conn);
+        } else if (adieu_frame_parser_eof(&conn->frame) < 0) {
             snprintf(conn->detail, sizeof(conn->detail), "stream ended inside a frame");
             adieu__conn_begin_close(conn, ADIEU_REASON_TRUNCATED, 0);
         } else {
@@ -459,12 +502,18 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     conn->server->stats.bytes_in[conn->proto] += (uint64_t)nread;
     conn->last_active = uv_now(conn->server->loop);
-    if (conn->state != ADIEU__CONN_OPEN)
-        return; /* closing or lingering: input is read only to be discarded */
+    /* A WebSocket connection that is closing still reads frames: the peer's close frame
+     * ends the handshake. Otherwise input after OPEN is read only to be discarded. */
+    bool ws_closing = conn->state == ADIEU__CONN_CLOSING && conn->phase == ADIEU__PHASE_WS;
+    if (conn->state != ADIEU__CONN_OPEN && !ws_closing)
+        return;
     /* The reference keeps the object alive should a callback force the server closed. */
     adieu_conn_ref(conn);
     conn->in_read = true;
-    deliver(conn, (const uint8_t *)buf->base, (size_t)nread);
+    if (conn->phase == ADIEU__PHASE_FRAMED)
+        deliver(conn, (const uint8_t *)buf->base, (size_t)nread);
+    else
+        adieu__ws_input(conn, (uint8_t *)buf->base, (size_t)nread);
     conn->in_read = false;
     adieu__conn_pump(conn);
     adieu_conn_unref(conn);
@@ -476,6 +525,12 @@ static void on_timer(uv_timer_t *timer)
     uint64_t idle = conn->server->cfg.idle_timeout_ms;
     switch (conn->state) {
     case ADIEU__CONN_OPEN: {
+        if (conn->phase == ADIEU__PHASE_HTTP) {
+            snprintf(conn->detail, sizeof(conn->detail), "request incomplete after %llu ms",
+                     (unsigned long long)conn->server->cfg.handshake_timeout_ms);
+            adieu__conn_finish(conn, ADIEU_REASON_HANDSHAKE_TIMEOUT, 0);
+            return;
+        }
         /* Activity only records a time; the timer re-arms itself for what is left rather
          * than being restarted on every read. */
         uint64_t quiet = uv_now(conn->server->loop) - conn->last_active;
@@ -487,6 +542,14 @@ static void on_timer(uv_timer_t *timer)
         if (!conn->idle_confirm) {
             conn->idle_confirm = true;
             uv_timer_start(&conn->timer, on_timer, 1, 0);
+            return;
+        }
+        conn->idle_confirm = false;
+        /* SPEC section 4: a silent WebSocket peer is pinged first, closed only if nothing
+         * arrives within a second timeout. */
+        if (conn->phase == ADIEU__PHASE_WS && adieu__ws_idle(conn)) {
+            uv_timer_start(&conn->timer, on_timer, idle, 0);
+            adieu__conn_pump(conn);
             return;
         }
         snprintf(conn->detail, sizeof(conn->detail), "silent for %llu ms",
@@ -540,15 +603,18 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
     }
     uv_tcp_nodelay(&conn->tcp, 1);
     adieu_frame_parser_init(&conn->frame, server->cfg.prefix_bytes, server->cfg.max_message);
+    conn->phase = listener->proto == ADIEU_WEBSOCKET ? ADIEU__PHASE_HTTP : ADIEU__PHASE_FRAMED;
     conn->last_active = uv_now(server->loop);
     adieu_proto_t proto = listener->proto;
     server->stats.connections++;
     server->stats.opened[proto]++;
     server->stats.open[proto]++;
     server->nconns++;
+    if (conn->phase == ADIEU__PHASE_HTTP)
+        server->nhttp++;
     adieu_list_push_back(&server->conns, &conn->link);
 
-    if (server->nconns > server->cfg.max_connections) {
+    if (server->nconns > server->cfg.max_connections && conn->phase == ADIEU__PHASE_FRAMED) {
         snprintf(conn->detail, sizeof(conn->detail), "limit %u", server->cfg.max_connections);
         adieu__conn_finish(conn, ADIEU_REASON_TOO_MANY_CONNECTIONS, 0);
         return;
@@ -556,8 +622,11 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
     read_start(conn);
     if (conn->state == ADIEU__CONN_CLOSED)
         return;
-    if (server->cfg.idle_timeout_ms > 0)
-        uv_timer_start(&conn->timer, on_timer, server->cfg.idle_timeout_ms, 0);
+    if (conn->phase == ADIEU__PHASE_HTTP) {
+        adieu__ws_accept(conn); /* on_open follows the upgrade */
+        return;
+    }
+    adieu__conn_start_idle(conn);
     if (adieu__log_enabled(ADIEU_LOG_DEBUG))
         adieu_log(ADIEU_LOG_DEBUG, "conn", "open peer=%s proto=%s", conn->peer,
                   adieu_proto_name(proto));
@@ -567,6 +636,20 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
 }
 
 /* ---- the rest of the public connection API ---------------------------------------------- */
+
+void adieu__conn_start_idle(adieu_conn_t *conn)
+{
+    uv_timer_stop(&conn->timer);
+    if (conn->server->cfg.idle_timeout_ms > 0)
+        uv_timer_start(&conn->timer, on_timer, conn->server->cfg.idle_timeout_ms, 0);
+}
+
+void adieu__conn_start_handshake_timer(adieu_conn_t *conn)
+{
+    uv_timer_stop(&conn->timer);
+    if (conn->server->cfg.handshake_timeout_ms > 0)
+        uv_timer_start(&conn->timer, on_timer, conn->server->cfg.handshake_timeout_ms, 0);
+}
 
 int adieu_conn_close(adieu_conn_t *conn)
 {

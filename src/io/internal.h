@@ -11,6 +11,8 @@
 
 #include "adieu/adieu.h"
 #include "proto/frame.h"
+#include "proto/http.h"
+#include "proto/ws_conn.h"
 #include "util/buf.h"
 #include "util/list.h"
 
@@ -36,6 +38,21 @@ typedef struct {
     void (*fn)(void *arg);
     void *arg;
 } adieu_defer_t;
+
+/* What a connection speaks: framed from accept; on the WebSocket listener, HTTP until an
+ * upgrade (or a plain answer), then WebSocket. */
+typedef enum { ADIEU__PHASE_FRAMED = 0, ADIEU__PHASE_HTTP, ADIEU__PHASE_WS } adieu_conn_phase_t;
+
+/* The WebSocket side of a connection, allocated at the upgrade so that framed and
+ * not-yet-upgraded connections do not carry it. */
+typedef struct {
+    adieu_ws_conn_t c;
+    bool ping_sent; /* keep-alive ping sent, no input since */
+    unsigned code;  /* close code exchanged: the peer's, or ours if we closed first */
+    size_t reason_len;
+    char reason[124];        /* close reason exchanged */
+    const char *subprotocol; /* selected, from the server's list; NULL if none */
+} adieu_ws_side_t;
 
 #define ADIEU__DEFER_INLINE 4
 #define ADIEU__PEER_MAX 56
@@ -87,7 +104,11 @@ struct adieu_conn_s {
     bool in_read;      /* inside read_cb: its end pumps, the dirty list need not */
     uint64_t last_active;
 
-    adieu_frame_parser_t frame;
+    adieu_conn_phase_t phase;
+    adieu_frame_parser_t frame; /* PHASE_FRAMED */
+    adieu_http_parser_t http;   /* PHASE_HTTP */
+    adieu_buf_t inbuf;          /* PHASE_HTTP: the request head so far */
+    adieu_ws_side_t *ws;        /* PHASE_WS */
 
     /* Output: the application appends to out_pend; out_fly is being written by libuv and
      * must not move. Swapping them keeps two buffers' worth of storage and no allocation
@@ -121,6 +142,8 @@ struct adieu_server_s {
     adieu_list_t conns; /* every connection not yet CLOSED */
     adieu_list_t dirty; /* connections owed a pump before the loop sleeps */
     uint64_t nconns;    /* length of conns */
+    uint64_t nhttp;     /* of those, not upgraded (PHASE_HTTP): they do not hold a drain */
+    bool closing_http;  /* the drain is finishing the PHASE_HTTP connections */
     adieu_stats_t stats;
 
     /* Flushing: sends made outside a read callback (timers, other connections) are
@@ -152,6 +175,26 @@ struct adieu_server_s {
     int second_signal;
     bool running_signals;
 };
+
+/* src/io/conn_ws.c: the HTTP and WebSocket phases. */
+void adieu__ws_accept(adieu_conn_t *conn);
+void adieu__ws_input(adieu_conn_t *conn, uint8_t *data, size_t len);
+void adieu__ws_eof(adieu_conn_t *conn);
+void adieu__ws_begin_close(adieu_conn_t *conn, adieu_reason_t reason);
+bool adieu__ws_idle(adieu_conn_t *conn);
+void adieu__ws_collect_output(adieu_conn_t *conn);
+/* Writes the header of a data frame of len bytes into hdr; returns its size or an error. */
+int adieu__ws_send(adieu_conn_t *conn, adieu_opcode_t opcode, size_t len, uint8_t hdr[10]);
+void adieu__ws_fill_close_info(const adieu_conn_t *conn, adieu_close_info_t *info);
+void adieu__ws_free(adieu_conn_t *conn);
+
+/* src/io/conn.c */
+/* Appends raw bytes (an HTTP answer, a control frame) to the output; not a message. */
+int adieu__conn_out_append(adieu_conn_t *conn, const void *data, size_t len);
+void adieu__conn_deliver(adieu_conn_t *conn, adieu_opcode_t opcode, const uint8_t *data,
+                         size_t len);
+void adieu__conn_start_idle(adieu_conn_t *conn);
+void adieu__conn_start_handshake_timer(adieu_conn_t *conn);
 
 /* src/io/conn.c: takes ownership of fd, an accepted non-blocking socket. */
 void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockaddr *peer);

@@ -118,8 +118,6 @@ int adieu_server_listen(adieu_server_t *server, adieu_proto_t proto, const char 
 {
     if ((unsigned)proto >= ADIEU_PROTO_COUNT || handler == NULL)
         return ADIEU_EINVAL;
-    if (proto == ADIEU_WEBSOCKET)
-        return ADIEU_EINVAL; /* TODO(#3): the WebSocket listener */
     adieu_listener_t *l = &server->listeners[proto];
     if (server->state != ADIEU__SRV_RUNNING || l->active || l->closing)
         return ADIEU_EINVALID_STATE;
@@ -183,11 +181,27 @@ static bool listeners_closed(const adieu_server_t *server)
     return true;
 }
 
+/* SPEC section 4: health checks and refused upgrades do not delay the end of the drain.
+ * Once only such connections are left, they are closed. */
+static void close_http_conns(adieu_server_t *server)
+{
+    if (server->closing_http)
+        return;
+    server->closing_http = true;
+    while (!adieu_list_empty(&server->conns)) {
+        adieu_conn_t *conn = ADIEU_CONTAINER_OF(server->conns.next, adieu_conn_t, link);
+        adieu__conn_finish(conn, ADIEU_REASON_SHUTDOWN, 0);
+    }
+    server->closing_http = false;
+}
+
 void adieu__server_check_done(adieu_server_t *server)
 {
     adieu__listeners_resume(server);
-    if (server->state != ADIEU__SRV_DRAINING || !server->drain_step_done || server->nconns > 0)
+    if (server->state != ADIEU__SRV_DRAINING || !server->drain_step_done || server->closing_http ||
+        server->nconns > server->nhttp)
         return;
+    close_http_conns(server);
     /* Listeners that stayed open for health checks close once the connections are gone. */
     for (int p = 0; p < ADIEU_PROTO_COUNT; p++)
         adieu__listener_close(&server->listeners[p]);
@@ -220,6 +234,8 @@ static void drain_step(adieu_server_t *server)
         adieu_conn_t *conn = ADIEU_CONTAINER_OF(todo.next, adieu_conn_t, link);
         adieu_list_remove(&conn->link);
         adieu_list_push_back(&server->conns, &conn->link);
+        if (conn->phase == ADIEU__PHASE_HTTP)
+            continue; /* not the application's: answers its request, or closes at the end */
         adieu_conn_ref(conn);
         if (!conn->shutdown_notified && conn->state != ADIEU__CONN_CLOSED) {
             conn->shutdown_notified = true;

@@ -1,0 +1,480 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The server-side WebSocket connection of proto/ws_conn.h.
+ *
+ * adieu_ws_conn_recv() pulls frame events from the frame parser and turns at most one of them
+ * into a connection event per call, so the caller handles every event with nothing of ours
+ * on the stack. A text or binary message that arrives as one unfragmented frame wholly inside
+ * the caller's input is handed out in place; anything else (fragments, a frame split across
+ * inputs) is assembled in c->assembly, which is freed at the start of the call after its
+ * message was delivered, so an idle connection holds no heap memory. Control frames (at most
+ * 125 bytes) are gathered in c->ctrl, pongs and close frames we owe wait in fixed slots:
+ * nothing but message assembly allocates.
+ */
+#include "proto/ws_conn.h"
+
+#include <assert.h>
+#include <string.h>
+
+#include "adieu/errors.h"
+
+/* A message declared no larger than this is reserved whole when its first byte has to be
+ * assembled, so it never reallocates. A larger one grows only as its bytes arrive, so a peer
+ * that declares a big message and sends little of it cannot make us hold more than it sent. */
+#define RESERVE_WHOLE ((size_t)64 * 1024)
+
+/* RFC 6455 §7.4.1: "no status code was actually present". Reported, never sent. */
+#define CODE_NO_STATUS 1005u
+
+/* RFC 6455 §5.5: a close payload is a 2-byte code and up to 123 bytes of reason. */
+#define MAX_CLOSE_REASON (ADIEU_WS_MAX_CONTROL - 2)
+
+/* The data of an empty event: never NULL. */
+static const uint8_t no_bytes[1];
+
+unsigned adieu_ws_fail_code(adieu_ws_fail_t fail)
+{
+    switch (fail) {
+#define ADIEU__WS_FAIL_CODE(name, code)                                                            \
+    case ADIEU_WS_FAIL_##name:                                                                     \
+        return code;
+        ADIEU_WS_FAIL_MAP(ADIEU__WS_FAIL_CODE)
+#undef ADIEU__WS_FAIL_CODE
+    case ADIEU_WS_FAIL_NONE:
+    default:
+        return 0;
+    }
+}
+
+void adieu_ws_conn_init(adieu_ws_conn_t *c, size_t max_message)
+{
+    assert(c != NULL);
+    memset(c, 0, sizeof(*c));
+    c->state = ADIEU_WS_OPEN;
+    c->max_message = max_message;
+    adieu_ws_frame_parser_init(&c->frame, ADIEU_WS_SERVER);
+    adieu_utf8_init(&c->utf8);
+    adieu_buf_init(&c->assembly);
+}
+
+void adieu_ws_conn_free(adieu_ws_conn_t *c)
+{
+    assert(c != NULL);
+    adieu_buf_free(&c->assembly);
+    c->msg_active = false;
+    c->state = ADIEU_WS_FAILED;
+    c->pong_pending = false;
+    c->close_pending = false;
+    c->out_off = 0;
+    c->out_len = 0;
+    c->out_is_close = false;
+}
+
+adieu_ws_state_t adieu_ws_conn_state(const adieu_ws_conn_t *c)
+{
+    assert(c != NULL && c->state != 0);
+    return c->state;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Control output
+ * ------------------------------------------------------------------------------------- */
+
+/* RFC 6455 §5.5.3: "If an endpoint receives a Ping frame and has not yet sent Pong frame(s)
+ * in response to previous Ping frame(s), the endpoint MAY elect to send a Pong frame for only
+ * the most recently processed Ping frame": a pong still in its slot is overwritten. */
+static void queue_pong(adieu_ws_conn_t *c, const uint8_t *payload, uint8_t len)
+{
+    memcpy(c->pong, payload, len);
+    c->pong_len = len;
+    c->pong_pending = true;
+}
+
+/* Queues our close frame: with code and reason, or empty when code is 0. NOTE: the pong
+ * slot is taken before the close slot, and no pong is queued once a close is, so a pong
+ * never follows our close frame on the wire. */
+static void queue_close(adieu_ws_conn_t *c, unsigned code, const char *reason, size_t len)
+{
+    assert(!c->close_queued);
+    assert(len <= MAX_CLOSE_REASON && (code != 0 || len == 0));
+    c->close_len = 0;
+    if (code != 0) {
+        c->close_payload[0] = (uint8_t)(code >> 8);
+        c->close_payload[1] = (uint8_t)code;
+        if (len > 0) {
+            memcpy(c->close_payload + 2, reason, len);
+        }
+        c->close_len = (uint8_t)(2 + len);
+    }
+    c->close_pending = true;
+    c->close_queued = true;
+}
+
+/* Moves the next pending control frame into c->out. */
+static void load_output(adieu_ws_conn_t *c)
+{
+    adieu_ws_opcode_t op;
+    const uint8_t *payload;
+    uint8_t len;
+    c->out_off = 0;
+    c->out_len = 0;
+    if (c->pong_pending) {
+        op = ADIEU_WS_OP_PONG;
+        payload = c->pong;
+        len = c->pong_len;
+        c->pong_pending = false;
+    } else if (c->close_pending) {
+        op = ADIEU_WS_OP_CLOSE;
+        payload = c->close_payload;
+        len = c->close_len;
+        c->close_pending = false;
+        c->out_is_close = true;
+    } else {
+        return;
+    }
+    int h = adieu_ws_frame_header(c->out, op, true, len);
+    assert(h == 2);
+    memcpy(c->out + h, payload, len);
+    c->out_len = (uint8_t)(h + len);
+}
+
+size_t adieu_ws_conn_output(adieu_ws_conn_t *c, const uint8_t **data)
+{
+    assert(c != NULL && data != NULL && c->state != 0);
+    if (c->out_off == c->out_len) {
+        load_output(c);
+    }
+    *data = c->out + c->out_off;
+    return (size_t)(c->out_len - c->out_off);
+}
+
+void adieu_ws_conn_output_consume(adieu_ws_conn_t *c, size_t n)
+{
+    assert(c != NULL && c->state != 0);
+    assert(n <= (size_t)(c->out_len - c->out_off));
+    c->out_off = (uint8_t)(c->out_off + n);
+    if (c->out_off == c->out_len && c->out_is_close) {
+        c->out_is_close = false;
+        c->close_taken = true;
+        /* RFC 6455 §7.1.2: once an endpoint "has both sent and received a Close control
+         * frame", the closing handshake is complete. */
+        if (c->state == ADIEU_WS_REMOTE_CLOSING) {
+            c->state = ADIEU_WS_CLOSED;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Events
+ * ------------------------------------------------------------------------------------- */
+
+static int emit(adieu_ws_event_t *ev, adieu_ws_event_type_t type, const uint8_t *data, size_t len)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->type = type;
+    ev->data = data != NULL ? data : no_bytes;
+    ev->len = len;
+    return 1;
+}
+
+/* RFC 6455 §7.1.7 "_Fail the WebSocket Connection_": send a close frame with the code
+ * (unless one was sent already: only one close frame is ever sent), then discard all further
+ * input ("an endpoint MUST NOT continue to attempt to process data ... from the remote
+ * endpoint after being instructed to _Fail the WebSocket Connection_"). */
+static int fail(adieu_ws_conn_t *c, adieu_ws_event_t *ev, adieu_ws_fail_t kind, const char *detail)
+{
+    unsigned code = adieu_ws_fail_code(kind);
+    if (!c->close_queued) {
+        queue_close(c, code, detail, strlen(detail));
+    }
+    c->state = ADIEU_WS_FAILED;
+    c->msg_active = false;
+    adieu_buf_free(&c->assembly);
+    emit(ev, ADIEU_WS_EV_FAIL, NULL, 0);
+    ev->code = code;
+    ev->fail = kind;
+    ev->detail = detail;
+    return 1;
+}
+
+/* The peer's close frame, complete in c->ctrl. */
+static int on_close(adieu_ws_conn_t *c, adieu_ws_event_t *ev)
+{
+    /* RFC 6455 §5.5.1: "If there is a body, the first two bytes of the body MUST be a 2-byte
+     * unsigned integer (in network byte order) representing a status code", followed by a
+     * reason in UTF-8. A 1-byte body is neither empty nor a code. */
+    if (c->ctrl_len == 1) {
+        return fail(c, ev, ADIEU_WS_FAIL_PROTOCOL_ERROR, "close frame with a 1-byte payload");
+    }
+    unsigned code = CODE_NO_STATUS;
+    const uint8_t *reason = c->ctrl + (c->ctrl_len >= 2 ? 2 : 0);
+    size_t reason_len = c->ctrl_len >= 2 ? c->ctrl_len - 2u : 0;
+    if (c->ctrl_len >= 2) {
+        code = (unsigned)c->ctrl[0] << 8 | c->ctrl[1];
+        /* RFC 6455 §7.4: only codes that may be sent may be received. */
+        if (!adieu_ws_close_code_valid(code)) {
+            return fail(c, ev, ADIEU_WS_FAIL_PROTOCOL_ERROR, "invalid close code");
+        }
+        /* RFC 6455 §5.5.1 and §8.1: the reason is UTF-8; invalid text is 1007. */
+        if (!adieu_utf8_valid(reason, reason_len)) {
+            return fail(c, ev, ADIEU_WS_FAIL_INVALID_UTF8, "invalid UTF-8 in a close reason");
+        }
+    }
+    if (c->state == ADIEU_WS_OPEN) {
+        /* RFC 6455 §5.5.1: "If an endpoint receives a Close frame and did not previously send
+         * a Close frame, the endpoint MUST send a Close frame in response. (When sending a
+         * Close frame in response, the endpoint typically echos the status code it
+         * received.)" We echo the code alone, and an empty close with an empty one: 1005
+         * only stands for "none" and may not be sent (§7.4.1). */
+        queue_close(c, code == CODE_NO_STATUS ? 0 : code, NULL, 0);
+        c->state = ADIEU_WS_REMOTE_CLOSING;
+    } else {
+        c->state = ADIEU_WS_CLOSED;
+    }
+    /* §1.4: "after receiving a control frame indicating the connection should be closed, a
+     * peer discards any further data received", including a message left half done. */
+    c->msg_active = false;
+    emit(ev, ADIEU_WS_EV_CLOSE, reason, reason_len);
+    ev->code = code;
+    return 1;
+}
+
+/* A control frame, complete in c->ctrl. */
+static int control_done(adieu_ws_conn_t *c, adieu_ws_opcode_t op, adieu_ws_event_t *ev)
+{
+    switch (op) {
+    case ADIEU_WS_OP_PING:
+        /* RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
+         * in response, unless it already received a Close frame." Nor do we after sending
+         * ours: our close frame is the last frame we send (§5.5.1). */
+        if (!c->close_queued) {
+            queue_pong(c, c->ctrl, c->ctrl_len);
+        }
+        return emit(ev, ADIEU_WS_EV_PING, c->ctrl, c->ctrl_len);
+    case ADIEU_WS_OP_PONG:
+        return emit(ev, ADIEU_WS_EV_PONG, c->ctrl, c->ctrl_len);
+    case ADIEU_WS_OP_CLOSE:
+        return on_close(c, ev);
+    default:
+        assert(!"not a control opcode");
+        return 0;
+    }
+}
+
+/* The last frame of a data message is complete: delivers it from in-place bytes (data) or,
+ * when data is NULL, from the assembly buffer. */
+static int message_done(adieu_ws_conn_t *c, const uint8_t *data, size_t len, adieu_ws_event_t *ev)
+{
+    c->msg_active = false;
+    if (c->state != ADIEU_WS_OPEN) {
+        return 0;
+    }
+    /* RFC 6455 §8.1: a text message that ends inside a UTF-8 sequence is invalid. */
+    if (c->msg_opcode == ADIEU_WS_OP_TEXT && !adieu_utf8_complete(&c->utf8)) {
+        return fail(c, ev, ADIEU_WS_FAIL_INVALID_UTF8, "text message ends inside a character");
+    }
+    if (data == NULL && adieu_buf_size(&c->assembly) > 0) {
+        data = adieu_buf_head(&c->assembly);
+        len = adieu_buf_size(&c->assembly);
+    }
+    emit(ev, ADIEU_WS_EV_MESSAGE, data, len);
+    ev->opcode = c->msg_opcode;
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Frames
+ * ------------------------------------------------------------------------------------- */
+
+/* A data frame's header: fragment order (RFC 6455 §5.4) and the size limit. */
+static int data_header(adieu_ws_conn_t *c, const adieu_ws_frame_event_t *fe, adieu_ws_event_t *ev)
+{
+    /* RFC 6455 §5.4: a fragmented message is "a single frame with the FIN bit clear and an
+     * opcode other than 0, followed by zero or more frames with the FIN bit clear and the
+     * opcode set to 0, and terminated by a single frame with the FIN bit set and an opcode
+     * of 0". So a continuation needs a message to continue, and nothing else may start
+     * inside one. */
+    if (fe->opcode == ADIEU_WS_OP_CONT && !c->msg_active) {
+        return fail(c, ev, ADIEU_WS_FAIL_PROTOCOL_ERROR, "continuation without a message");
+    }
+    if (fe->opcode != ADIEU_WS_OP_CONT && c->msg_active) {
+        return fail(c, ev, ADIEU_WS_FAIL_PROTOCOL_ERROR, "new message inside a fragmented one");
+    }
+    if (fe->opcode != ADIEU_WS_OP_CONT) {
+        c->msg_active = true;
+        c->msg_opcode = fe->opcode;
+        c->msg_len = 0;
+        adieu_utf8_init(&c->utf8);
+    }
+    if (c->state == ADIEU_WS_OPEN) {
+        /* The limit is checked on the running total of declared lengths, before any byte of
+         * this frame is buffered or any storage reserved for it. */
+        if (fe->frame_len > (uint64_t)(c->max_message - c->msg_len)) {
+            return fail(c, ev, ADIEU_WS_FAIL_TOO_BIG, "message too big");
+        }
+        c->msg_len += (size_t)fe->frame_len;
+    }
+    if (fe->frame_len == 0 && fe->fin) {
+        return message_done(c, NULL, 0, ev);
+    }
+    return 0;
+}
+
+/* Copies a chunk of a message into the assembly buffer. Returns 0 or ADIEU_ENOMEM. */
+static int assemble(adieu_ws_conn_t *c, const uint8_t *p, size_t n)
+{
+    size_t have = adieu_buf_size(&c->assembly);
+    /* msg_len counts every declared byte of the message so far, this whole frame included. */
+    size_t want = c->msg_len <= RESERVE_WHOLE ? c->msg_len - have : n;
+    uint8_t *dst = adieu_buf_reserve(&c->assembly, want);
+    if (dst == NULL) {
+        return ADIEU_ENOMEM;
+    }
+    memcpy(dst, p, n);
+    adieu_buf_commit(&c->assembly, n);
+    return 0;
+}
+
+/* A chunk of a data frame's payload. */
+static int data_payload(adieu_ws_conn_t *c, const adieu_ws_frame_event_t *fe, adieu_ws_event_t *ev)
+{
+    bool ends_message = fe->last && fe->fin;
+    if (c->state != ADIEU_WS_OPEN) {
+        /* LOCAL_CLOSING: our close was sent, so the message is dropped unseen; the frame
+         * rules above still apply. */
+        c->msg_active = c->msg_active && !ends_message;
+        return 0;
+    }
+    /* RFC 6455 §8.1, fail fast: each chunk is checked as it arrives, so invalid text is
+     * refused without waiting for the rest of its frame or message. */
+    if (c->msg_opcode == ADIEU_WS_OP_TEXT && adieu_utf8_feed(&c->utf8, fe->data, fe->len) < 0) {
+        return fail(c, ev, ADIEU_WS_FAIL_INVALID_UTF8, "invalid UTF-8 in a text message");
+    }
+    /* An unfragmented frame whose payload is wholly in this input: no copy. */
+    if (ends_message && fe->offset == 0 && fe->opcode != ADIEU_WS_OP_CONT) {
+        return message_done(c, fe->data, fe->len, ev);
+    }
+    if (assemble(c, fe->data, fe->len) < 0) {
+        return fail(c, ev, ADIEU_WS_FAIL_SERVER_ERROR, "out of memory");
+    }
+    return ends_message ? message_done(c, NULL, 0, ev) : 0;
+}
+
+/* Handles one frame event; returns 1 with a connection event or 0. */
+static int on_frame_event(adieu_ws_conn_t *c, const adieu_ws_frame_event_t *fe,
+                          adieu_ws_event_t *ev)
+{
+    bool control = adieu_ws_opcode_is_control(fe->opcode);
+    if (fe->type == ADIEU_WS_FRAME_HEADER) {
+        if (!control) {
+            return data_header(c, fe, ev);
+        }
+        c->ctrl_len = 0;
+        return fe->frame_len == 0 ? control_done(c, fe->opcode, ev) : 0;
+    }
+    if (!control) {
+        return data_payload(c, fe, ev);
+    }
+    /* The frame parser has checked that a control payload fits (§5.5: at most 125). */
+    assert(fe->offset + fe->len <= ADIEU_WS_MAX_CONTROL && fe->offset == c->ctrl_len);
+    memcpy(c->ctrl + c->ctrl_len, fe->data, fe->len);
+    c->ctrl_len = (uint8_t)(c->ctrl_len + fe->len);
+    return fe->last ? control_done(c, fe->opcode, ev) : 0;
+}
+
+/* An assembled message is valid until the next call: this is that call. Between messages, or
+ * once messages are no longer delivered, the buffer holds nothing we need. */
+static void release_assembly(adieu_ws_conn_t *c)
+{
+    if (!c->msg_active || c->state != ADIEU_WS_OPEN) {
+        adieu_buf_free(&c->assembly);
+    }
+}
+
+int adieu_ws_conn_recv(adieu_ws_conn_t *c, uint8_t *data, size_t len, size_t *consumed,
+                       adieu_ws_event_t *ev)
+{
+    assert(c != NULL && consumed != NULL && ev != NULL);
+    assert(data != NULL || len == 0);
+    assert(c->state >= ADIEU_WS_OPEN && c->state <= ADIEU_WS_FAILED);
+    release_assembly(c);
+    /* Only OPEN and LOCAL_CLOSING still read frames; after the peer's close or a failure
+     * everything is discarded. An empty input has nothing to report: every event needs at
+     * least one new byte. */
+    if (len == 0 || (c->state != ADIEU_WS_OPEN && c->state != ADIEU_WS_LOCAL_CLOSING)) {
+        *consumed = len;
+        return 0;
+    }
+    size_t pos = 0;
+    for (;;) {
+        adieu_ws_frame_event_t fe;
+        size_t used = 0;
+        int rc = adieu_ws_frame_parse(&c->frame, data + pos, len - pos, &used, &fe);
+        pos += used;
+        if (rc < 0) {
+            rc = fail(c, ev, ADIEU_WS_FAIL_PROTOCOL_ERROR, c->frame.why);
+        } else if (rc == 0) {
+            *consumed = pos;
+            return 0;
+        } else {
+            rc = on_frame_event(c, &fe, ev);
+        }
+        if (rc > 0) {
+            /* After a failure the rest of the input is discarded with it. */
+            *consumed = c->state == ADIEU_WS_FAILED ? len : pos;
+            return 1;
+        }
+    }
+}
+
+int adieu_ws_conn_eof(const adieu_ws_conn_t *c)
+{
+    assert(c != NULL && c->state != 0);
+    if (c->state != ADIEU_WS_OPEN && c->state != ADIEU_WS_LOCAL_CLOSING) {
+        return 0;
+    }
+    bool between = adieu_ws_frame_parser_idle(&c->frame) && !c->msg_active;
+    return between ? 0 : ADIEU_ETRUNCATED;
+}
+
+int adieu_ws_conn_send_header(adieu_ws_conn_t *c, adieu_ws_opcode_t opcode, uint64_t len,
+                              uint8_t out[10])
+{
+    assert(c != NULL && out != NULL && c->state != 0);
+    if (c->state != ADIEU_WS_OPEN) {
+        return ADIEU_EINVALID_STATE;
+    }
+    if (opcode != ADIEU_WS_OP_TEXT && opcode != ADIEU_WS_OP_BINARY && opcode != ADIEU_WS_OP_PING &&
+        opcode != ADIEU_WS_OP_PONG) {
+        return ADIEU_EINVAL;
+    }
+    return adieu_ws_frame_header(out, opcode, true, len);
+}
+
+int adieu_ws_conn_send_close(adieu_ws_conn_t *c, unsigned code, const char *reason, size_t len)
+{
+    assert(c != NULL && c->state != 0);
+    assert(reason != NULL || len == 0);
+    if (c->state != ADIEU_WS_OPEN) {
+        return ADIEU_EINVALID_STATE;
+    }
+    if (!adieu_ws_close_code_valid(code) || len > MAX_CLOSE_REASON ||
+        !adieu_utf8_valid((const uint8_t *)reason, len)) {
+        return ADIEU_EINVAL;
+    }
+    queue_close(c, code, reason, len);
+    c->state = ADIEU_WS_LOCAL_CLOSING;
+    return 0;
+}
+
+bool adieu_ws_conn_close_expected(const adieu_ws_conn_t *c)
+{
+    assert(c != NULL && c->state != 0);
+    return c->state == ADIEU_WS_LOCAL_CLOSING;
+}
+
+bool adieu_ws_conn_done(const adieu_ws_conn_t *c)
+{
+    assert(c != NULL && c->state != 0);
+    return c->state == ADIEU_WS_CLOSED && c->close_taken;
+}

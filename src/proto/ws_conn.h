@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The server side of an RFC 6455 connection after the upgrade, sans-I/O: bytes in, events
+ * and bytes out, in the manner of Python's websockets and wsproto. On top of the frame codec
+ * (proto/ws_frame.h) it assembles messages from fragments with control frames interleaved
+ * (§5.4), validates text as UTF-8 as it arrives (§8.1), enforces the message size limit on
+ * declared lengths, answers pings (§5.5.2) and runs the close handshake (§5.5.1, §7).
+ *
+ * The I/O layer drives it:
+ *
+ *     size_t pos = 0;
+ *     for (;;) {
+ *         size_t used;
+ *         adieu_ws_event_t ev;
+ *         int rc = adieu_ws_conn_recv(&c, buf + pos, n - pos, &used, &ev);
+ *         pos += used;
+ *         if (rc == 0)
+ *             break;               // all consumed
+ *         handle(&ev);             // the parser is not on the stack here
+ *     }
+ *     while ((len = adieu_ws_conn_output(&c, &bytes)) > 0) {
+ *         queue_write(bytes, len); // copies
+ *         adieu_ws_conn_output_consume(&c, len);
+ *     }
+ *
+ * Data frames the application sends do not pass through here: the I/O layer writes
+ * adieu_ws_conn_send_header()'s bytes and the payload itself. Control output (pongs, close
+ * frames) must go out between whole data frames, in the order it is taken.
+ */
+#ifndef ADIEU_PROTO_WS_CONN_H
+#define ADIEU_PROTO_WS_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/utf8.h"
+#include "proto/ws_frame.h"
+#include "util/buf.h"
+
+/* The ways a peer can fail the connection (RFC 6455 §7.1.7), each with the close code we
+ * send for it (§7.4.1). This is the one place that maps a failure to a code; the I/O layer
+ * maps each kind to the close reason of the same name (SPEC section 4). SERVER_ERROR is our
+ * own fault (out of memory), not the peer's. */
+#define ADIEU_WS_FAIL_MAP(XX)                                                                      \
+    XX(PROTOCOL_ERROR, 1002)                                                                       \
+    XX(INVALID_UTF8, 1007)                                                                         \
+    XX(TOO_BIG, 1009)                                                                              \
+    XX(SERVER_ERROR, 1011)
+
+typedef enum {
+    ADIEU_WS_FAIL_NONE = 0,
+#define ADIEU__WS_FAIL_ENUM(name, code) ADIEU_WS_FAIL_##name,
+    ADIEU_WS_FAIL_MAP(ADIEU__WS_FAIL_ENUM)
+#undef ADIEU__WS_FAIL_ENUM
+} adieu_ws_fail_t;
+
+/* The close code sent for a failure of that kind; 0 for ADIEU_WS_FAIL_NONE. */
+unsigned adieu_ws_fail_code(adieu_ws_fail_t fail);
+
+typedef enum {
+    ADIEU_WS_OPEN = 1,       /* messages flow both ways */
+    ADIEU_WS_LOCAL_CLOSING,  /* our close is queued; waiting for the peer's. Data messages
+                                received now are parsed and checked, never delivered */
+    ADIEU_WS_REMOTE_CLOSING, /* the peer's close came first; our echo is queued and not yet
+                                all taken from the output. Further input is discarded */
+    ADIEU_WS_CLOSED,         /* both close frames exchanged: the handshake is complete (see
+                                adieu_ws_conn_done). Further input is discarded */
+    ADIEU_WS_FAILED          /* the peer broke the protocol (or adieu_ws_conn_free ran): input
+                                is discarded, nothing but the queued output is sent */
+} adieu_ws_state_t;
+
+typedef enum {
+    ADIEU_WS_EV_MESSAGE = 1, /* a whole text or binary message */
+    ADIEU_WS_EV_PING,        /* a ping; its pong is queued (unless our close was) */
+    ADIEU_WS_EV_PONG,        /* a pong (answering our ping, or unsolicited: §5.5.3) */
+    ADIEU_WS_EV_CLOSE,       /* the peer's close frame */
+    ADIEU_WS_EV_FAIL         /* the peer broke the protocol: close the connection */
+} adieu_ws_event_type_t;
+
+typedef struct {
+    adieu_ws_event_type_t type;
+    adieu_ws_opcode_t opcode; /* MESSAGE: ADIEU_WS_OP_TEXT (valid UTF-8) or _BINARY */
+    /* MESSAGE: the message. PING, PONG: the payload. CLOSE: the reason text, valid UTF-8,
+     * not NUL-terminated. FAIL: empty. Never NULL. Borrowed: valid until the next call on the
+     * connection (into the caller's input, or the connection's own storage). */
+    const uint8_t *data;
+    size_t len;
+    /* CLOSE: the peer's code, 1005 ("no status code", §7.4.1) when its close had none.
+     * FAIL: the code of the close frame we queued for it (or would have, had ours not been
+     * sent already). */
+    unsigned code;
+    adieu_ws_fail_t fail; /* FAIL: what kind of failure */
+    const char *detail;   /* FAIL: a short static description ("reserved opcode") */
+} adieu_ws_event_t;
+
+typedef struct {
+    adieu_ws_state_t state; /* 0 in a zeroed struct: not initialised (asserted) */
+    size_t max_message;
+    adieu_ws_frame_parser_t frame;
+    /* The data message being received. */
+    bool msg_active; /* a data frame started a message that has not ended yet */
+    adieu_ws_opcode_t msg_opcode;
+    size_t msg_len;       /* the running total: declared lengths of its frames so far */
+    adieu_utf8_t utf8;    /* text: validation state across fragments */
+    adieu_buf_t assembly; /* its bytes, unless it is delivered in place; empty when idle */
+    uint8_t ctrl_len;     /* the control frame being received: bytes so far */
+    uint8_t ctrl[ADIEU_WS_MAX_CONTROL];
+    /* Control output: a pong and our close wait in slots; out holds the frame being taken. */
+    bool pong_pending;
+    bool close_pending;
+    bool close_queued; /* our close frame was queued (pending, being taken or taken) */
+    bool close_taken;  /* every byte of our close frame was taken from the output */
+    bool out_is_close; /* out holds our close frame */
+    uint8_t pong_len;
+    uint8_t close_len;
+    uint8_t out_off;
+    uint8_t out_len;
+    uint8_t pong[ADIEU_WS_MAX_CONTROL];
+    uint8_t close_payload[ADIEU_WS_MAX_CONTROL];
+    uint8_t out[2 + ADIEU_WS_MAX_CONTROL];
+} adieu_ws_conn_t;
+
+/* Initialises c in the OPEN state with a limit of max_message bytes per message (0 allows
+ * only empty messages). Never allocates, cannot fail. */
+void adieu_ws_conn_init(adieu_ws_conn_t *c, size_t max_message);
+
+/* Frees the assembly buffer and drops pending output. c is then FAILED (input discarded,
+ * sends refused) until adieu_ws_conn_init(). */
+void adieu_ws_conn_free(adieu_ws_conn_t *c);
+
+/* Feeds len bytes at data (NULL when len is 0). The bytes are modified: payloads are
+ * unmasked in place. Sets *consumed (<= len) and returns:
+ *   1  one event in *ev; call again with the rest of the input, even an empty rest, after
+ *      handling it (that call also releases the storage of an assembled message);
+ *   0  the whole input was consumed (*consumed == len) and more is needed.
+ * Never fails itself: a violation is a FAIL event. After FAIL, CLOSE from the peer or in
+ * CLOSED state, the rest of the input and all later input is consumed and discarded.
+ * Event payloads are valid until the next call on c. */
+int adieu_ws_conn_recv(adieu_ws_conn_t *c, uint8_t *data, size_t len, size_t *consumed,
+                       adieu_ws_event_t *ev);
+
+/* For the end of the peer's stream: 0 when it ended between messages, or anywhere after a
+ * close frame or a failure; ADIEU_ETRUNCATED inside a frame or a fragmented message. */
+int adieu_ws_conn_eof(const adieu_ws_conn_t *c);
+
+/* Points *data at pending control output (a pong, a close frame) and returns its length, 0
+ * when there is none. One control frame per call, in the order they must be sent; the bytes
+ * stay valid until they are consumed (or c is freed), whatever else is called meanwhile.
+ * Take them with adieu_ws_conn_output_consume(); until then the same bytes are returned. */
+size_t adieu_ws_conn_output(adieu_ws_conn_t *c, const uint8_t **data);
+
+/* Marks n bytes (at most what adieu_ws_conn_output() just returned) as taken. Taking the
+ * last byte of our close frame completes the handshake when the peer's close came first. */
+void adieu_ws_conn_output_consume(adieu_ws_conn_t *c, size_t n);
+
+/* Writes the header of an application frame into out and returns its size (2, 4 or 10):
+ * a whole TEXT or BINARY message of len bytes, or a PING or unsolicited PONG of at most 125
+ * bytes (keep-alive). The caller sends the payload after it, unmasked. Returns
+ * ADIEU_EINVALID_STATE once the connection is not OPEN (RFC 6455 §5.5.1: no data after a
+ * close frame), ADIEU_EINVAL for another opcode or a control payload over 125 bytes. */
+int adieu_ws_conn_send_header(adieu_ws_conn_t *c, adieu_ws_opcode_t opcode, uint64_t len,
+                              uint8_t out[10]);
+
+/* Queues our close frame with code and a reason of len bytes (copied; valid UTF-8, at most
+ * 123 bytes) and moves to LOCAL_CLOSING: from now on data messages are not delivered, and
+ * the peer's close completes the handshake. Returns 0; ADIEU_EINVALID_STATE when a close
+ * was already queued (by us, as an echo, or for a failure); ADIEU_EINVAL for a code that
+ * may not be sent (adieu_ws_close_code_valid) or a bad reason. */
+int adieu_ws_conn_send_close(adieu_ws_conn_t *c, unsigned code, const char *reason, size_t len);
+
+/* True while we sent our close and wait for the peer's (LOCAL_CLOSING): the I/O layer arms
+ * a timer (reason close_timeout when it fires). */
+bool adieu_ws_conn_close_expected(const adieu_ws_conn_t *c);
+
+/* True when the close handshake is complete: both close frames exchanged and ours taken
+ * from the output. The server closes TCP once what it took is written. */
+bool adieu_ws_conn_done(const adieu_ws_conn_t *c);
+
+adieu_ws_state_t adieu_ws_conn_state(const adieu_ws_conn_t *c);
+
+#endif /* ADIEU_PROTO_WS_CONN_H */

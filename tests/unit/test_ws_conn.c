@@ -1,0 +1,1570 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests for proto/ws_conn.c, the server side of a WebSocket connection.
+ *
+ * Every vector (a byte stream a client could send) is fed whole, one byte at a time, split in
+ * two at every offset and at seeded random offsets, each chunk from memory flush against a
+ * guard page. Each way must give the same trace: the events (copied), every control byte the
+ * connection asks us to send (taken after each call, as an I/O layer would), and the final
+ * state. While feeding, each event is checked for where its bytes live: a message in the
+ * caller's input or the assembly buffer, a control payload in the connection, never NULL.
+ *
+ * Scenarios form a matrix: recv_<what the peer sends> and send_<what we do>, plus
+ * output_*, eof_*, assembly_* and fail_*. Streams are built with the client-side writer of
+ * proto/ws_frame.h (masked, as RFC 6455 §5.3 requires of clients).
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adieu/errors.h"
+#include "proto/ws_conn.h"
+
+#include "check.h"
+
+#define MIB ((size_t)1024 * 1024)
+#define MAX_EVENTS 512
+#define MAX_OUT 8192
+
+/* splitmix64: a small, seedable generator, so every random run can be replayed. */
+static uint64_t next_random(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Streams a client sends
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *b;
+    size_t n;
+    size_t cap;
+    uint64_t rng; /* masking keys */
+} stream_t;
+
+static void s_put(stream_t *s, const void *p, size_t len)
+{
+    if (s->n + len > s->cap) {
+        size_t cap = (s->n + len) * 2 + 64;
+        uint8_t *b = realloc(s->b, cap);
+        if (b == NULL) {
+            abort();
+        }
+        s->b = b;
+        s->cap = cap;
+    }
+    if (len > 0) {
+        memcpy(s->b + s->n, p, len);
+    }
+    s->n += len;
+}
+
+/* Appends a masked frame with a fresh random key. */
+static void s_frame(stream_t *s, adieu_ws_opcode_t op, bool fin, const void *p, size_t len)
+{
+    uint8_t head[14];
+    uint64_t r = next_random(&s->rng);
+    uint8_t key[4];
+    memcpy(key, &r, 4);
+    int h = adieu_ws_frame_header_masked(head, op, fin, len, key);
+    if (!CHECK(h > 0)) {
+        return;
+    }
+    s_put(s, head, (size_t)h);
+    size_t at = s->n;
+    s_put(s, p, len);
+    adieu_ws_mask(s->b + at, len, key, 0);
+}
+
+/* Appends a close frame with a code and reason (code < 0: empty close). */
+static void s_close(stream_t *s, long code, const char *reason, size_t len)
+{
+    uint8_t payload[2 + 256] = {0};
+    size_t n = 0;
+    if (code >= 0) {
+        payload[0] = (uint8_t)(code >> 8);
+        payload[1] = (uint8_t)code;
+        memcpy(payload + 2, reason, len);
+        n = 2 + len;
+    }
+    s_frame(s, ADIEU_WS_OP_CLOSE, true, payload, n);
+}
+
+static void s_text(stream_t *s, const char *text)
+{
+    s_frame(s, ADIEU_WS_OP_TEXT, true, text, strlen(text));
+}
+
+static void s_free(stream_t *s)
+{
+    free(s->b);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Traces and the harness
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    adieu_ws_event_type_t type;
+    adieu_ws_opcode_t opcode;
+    uint8_t *data;
+    size_t len;
+    unsigned code;
+    adieu_ws_fail_t fail;
+    const char *detail;
+    bool in_place; /* MESSAGE: its bytes were in the input fed */
+} rec_t;
+
+typedef struct {
+    rec_t ev[MAX_EVENTS];
+    size_t count;
+    uint8_t out[MAX_OUT]; /* control output taken */
+    size_t out_len;
+    adieu_ws_state_t state;
+    bool ok;
+} trace_t;
+
+static void trace_free(trace_t *t)
+{
+    for (size_t i = 0; i < t->count; i++) {
+        free(t->ev[i].data);
+    }
+    t->count = 0;
+}
+
+static void take_output(adieu_ws_conn_t *c, trace_t *t)
+{
+    const uint8_t *p;
+    size_t n;
+    while ((n = adieu_ws_conn_output(c, &p)) > 0) {
+        if (!CHECK(t->out_len + n <= MAX_OUT)) {
+            t->ok = false;
+            return;
+        }
+        memcpy(t->out + t->out_len, p, n);
+        t->out_len += n;
+        adieu_ws_conn_output_consume(c, n);
+    }
+}
+
+static bool inside(const void *p, size_t n, const void *base, size_t size)
+{
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t b = (uintptr_t)base;
+    return base != NULL && a >= b && a + n <= b + size;
+}
+
+/* Copies an event, after checking where its bytes are. */
+static bool record(const adieu_ws_conn_t *c, trace_t *t, const adieu_ws_event_t *ev,
+                   const uint8_t *in, size_t clen)
+{
+    if (!CHECK(t->count < MAX_EVENTS) || !CHECK(ev->data != NULL)) {
+        return false;
+    }
+    rec_t *r = &t->ev[t->count++];
+    memset(r, 0, sizeof(*r));
+    r->type = ev->type;
+    r->len = ev->len;
+    bool ok = true;
+    switch (ev->type) {
+    case ADIEU_WS_EV_MESSAGE:
+        r->opcode = ev->opcode;
+        r->in_place = ev->len > 0 && inside(ev->data, ev->len, in, clen);
+        ok = ev->len == 0 || r->in_place ||
+             CHECK(inside(ev->data, ev->len, c->assembly.data, c->assembly.cap));
+        break;
+    case ADIEU_WS_EV_PING:
+    case ADIEU_WS_EV_PONG:
+    case ADIEU_WS_EV_CLOSE:
+        r->code = ev->code;
+        ok = ev->len == 0 || CHECK(inside(ev->data, ev->len, c->ctrl, sizeof(c->ctrl)));
+        break;
+    case ADIEU_WS_EV_FAIL:
+        r->code = ev->code;
+        r->fail = ev->fail;
+        r->detail = ev->detail;
+        ok = CHECK_EQ(ev->len, 0) && CHECK(ev->detail != NULL) &&
+             CHECK_EQ(ev->code, adieu_ws_fail_code(ev->fail)) &&
+             CHECK_EQ(adieu_ws_conn_state(c), ADIEU_WS_FAILED);
+        break;
+    default:
+        ok = CHECK(!"unknown event type");
+        break;
+    }
+    r->data = malloc(ev->len + 1);
+    if (!CHECK(r->data != NULL)) {
+        return false;
+    }
+    memcpy(r->data, ev->data, ev->len);
+    return ok;
+}
+
+/* Feeds one chunk from a guarded copy, calling again after every event until all of it is
+ * consumed; takes the output after each call when take is set. */
+static void feed(adieu_ws_conn_t *c, trace_t *t, const uint8_t *src, size_t clen, bool take)
+{
+    uint8_t *in = guard_copy(src, clen);
+    size_t pos = 0;
+    while (t->ok) {
+        adieu_ws_event_t ev;
+        size_t used = SIZE_MAX;
+        int rc = adieu_ws_conn_recv(c, clen > 0 ? in + pos : NULL, clen - pos, &used, &ev);
+        if (!CHECK(used <= clen - pos)) {
+            t->ok = false;
+            break;
+        }
+        pos += used;
+        if (rc == 0) {
+            t->ok = CHECK_EQ(pos, clen);
+        } else {
+            /* Each event moves forward, or a caller looping on 1 would never end. */
+            t->ok = CHECK_EQ(rc, 1) && CHECK(used > 0) && record(c, t, &ev, in, clen);
+        }
+        if (take) {
+            take_output(c, t);
+        }
+        if (rc == 0) {
+            break;
+        }
+    }
+    guard_free(in, clen);
+}
+
+typedef enum {
+    SPLIT_WHOLE,
+    SPLIT_BYTES,
+    SPLIT_AT,
+    SPLIT_RANDOM,
+} split_kind_t;
+
+static size_t chunk_len(split_kind_t kind, size_t cut, uint64_t *rng, size_t off, size_t left)
+{
+    size_t len = left;
+    if (kind == SPLIT_BYTES) {
+        len = 1;
+    } else if (kind == SPLIT_AT && off < cut) {
+        len = cut - off;
+    } else if (kind == SPLIT_RANDOM) {
+        static const size_t scale[] = {3, 40, 1000, 200000};
+        uint64_t r = next_random(rng);
+        len = 1 + (size_t)((r >> 2) % scale[r & 3]);
+    }
+    return len < left ? len : left;
+}
+
+/* Feeds the stream to c as kind says. */
+static void feed_stream(adieu_ws_conn_t *c, trace_t *t, const uint8_t *s, size_t n,
+                        split_kind_t kind, size_t cut, uint64_t seed)
+{
+    for (size_t off = 0; off < n && t->ok;) {
+        size_t clen = chunk_len(kind, cut, &seed, off, n - off);
+        feed(c, t, s + off, clen, true);
+        off += clen;
+    }
+    t->state = adieu_ws_conn_state(c);
+}
+
+static trace_t *run(size_t max_message, const uint8_t *s, size_t n, split_kind_t kind, size_t cut,
+                    uint64_t seed)
+{
+    trace_t *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        abort();
+    }
+    t->ok = true;
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, max_message);
+    feed_stream(&c, t, s, n, kind, cut, seed);
+    /* Between calls, an idle connection holds no heap memory. */
+    if (adieu_ws_conn_eof(&c) == 0) {
+        feed(&c, t, NULL, 0, true);
+        t->ok = CHECK(c.assembly.data == NULL) && t->ok;
+    }
+    adieu_ws_conn_free(&c);
+    return t;
+}
+
+static void run_free(trace_t *t)
+{
+    trace_free(t);
+    free(t);
+}
+
+static bool same_trace(const trace_t *a, const trace_t *b)
+{
+    bool ok = CHECK(a->ok && b->ok) && CHECK_EQ(a->count, b->count) &&
+              CHECK_EQ(a->state, b->state) && CHECK_EQ(a->out_len, b->out_len) &&
+              CHECK_MEM_EQ(a->out, b->out, a->out_len);
+    for (size_t i = 0; ok && i < a->count; i++) {
+        const rec_t *x = &a->ev[i];
+        const rec_t *y = &b->ev[i];
+        ok = CHECK_EQ(x->type, y->type) && CHECK_EQ(x->opcode, y->opcode) &&
+             CHECK_EQ(x->len, y->len) && CHECK_MEM_EQ(x->data, y->data, x->len) &&
+             CHECK_EQ(x->code, y->code) && CHECK_EQ(x->fail, y->fail) &&
+             CHECK(x->detail == y->detail);
+    }
+    return ok;
+}
+
+/* Feeds the stream whole, then checks that one byte at a time, every two-chunk split and
+ * random splits give the same trace. Returns the whole trace. */
+static trace_t *check_splits(size_t max_message, const stream_t *s)
+{
+    trace_t *whole = run(max_message, s->b, s->n, SPLIT_WHOLE, 0, 0);
+    trace_t *t = run(max_message, s->b, s->n, SPLIT_BYTES, 0, 0);
+    bool ok = same_trace(whole, t);
+    run_free(t);
+    for (size_t cut = 1; ok && cut < s->n; cut++) {
+        t = run(max_message, s->b, s->n, SPLIT_AT, cut, 0);
+        ok = same_trace(whole, t);
+        if (!ok) {
+            fprintf(stderr, "  split at %zu\n", cut);
+        }
+        run_free(t);
+    }
+    for (uint64_t seed = 1; ok && seed <= 20; seed++) {
+        t = run(max_message, s->b, s->n, SPLIT_RANDOM, 0, seed);
+        ok = same_trace(whole, t);
+        run_free(t);
+    }
+    return whole;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Expectations
+ * ------------------------------------------------------------------------------------- */
+
+static bool is_event(const trace_t *t, size_t i, adieu_ws_event_type_t type, const void *data,
+                     size_t len)
+{
+    return CHECK(i < t->count) && CHECK_EQ(t->ev[i].type, type) && CHECK_EQ(t->ev[i].len, len) &&
+           CHECK_MEM_EQ(t->ev[i].data, data, len);
+}
+
+static bool is_message(const trace_t *t, size_t i, adieu_ws_opcode_t op, const void *data,
+                       size_t len)
+{
+    return is_event(t, i, ADIEU_WS_EV_MESSAGE, data, len) && CHECK_EQ(t->ev[i].opcode, op);
+}
+
+static bool is_close(const trace_t *t, size_t i, unsigned code, const char *reason)
+{
+    return is_event(t, i, ADIEU_WS_EV_CLOSE, reason, strlen(reason)) &&
+           CHECK_EQ(t->ev[i].code, code);
+}
+
+/* The last event is a failure of that kind and detail, and the output ends with our close
+ * frame for it (code, then the detail as reason). */
+static bool is_fail(const trace_t *t, adieu_ws_fail_t kind, unsigned code, const char *detail)
+{
+    if (!CHECK(t->count > 0)) {
+        return false;
+    }
+    const rec_t *r = &t->ev[t->count - 1];
+    bool ok = CHECK_EQ(r->type, ADIEU_WS_EV_FAIL) && CHECK_EQ(r->fail, kind) &&
+              CHECK_EQ(r->code, code) && CHECK(r->detail != NULL) &&
+              CHECK_EQ(t->state, ADIEU_WS_FAILED);
+    if (ok && !CHECK(strcmp(r->detail, detail) == 0)) {
+        fprintf(stderr, "  detail \"%s\", expected \"%s\"\n", r->detail, detail);
+        return false;
+    }
+    size_t dl = strlen(detail);
+    uint8_t frame[4 + 125] = {0x88, (uint8_t)(2 + dl), (uint8_t)(code >> 8), (uint8_t)code};
+    memcpy(frame + 4, detail, dl);
+    return ok && CHECK(t->out_len >= 4 + dl) &&
+           CHECK_MEM_EQ(t->out + t->out_len - (4 + dl), frame, 4 + dl);
+}
+
+static bool output_is(const trace_t *t, const void *bytes, size_t n)
+{
+    return CHECK_EQ(t->out_len, n) && CHECK_MEM_EQ(t->out, bytes, n);
+}
+
+/* Checks a stream that must fail with kind/detail after the events before it. */
+static void expect_fail(size_t max, const stream_t *s, size_t events_before, adieu_ws_fail_t kind,
+                        const char *detail)
+{
+    trace_t *t = check_splits(max, s);
+    CHECK_EQ(t->count, events_before + 1);
+    is_fail(t, kind, adieu_ws_fail_code(kind), detail);
+    run_free(t);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Messages
+ * ------------------------------------------------------------------------------------- */
+
+/* RFC 6455 §5.7, a single-frame masked text message, "Hello": in place when whole. */
+static void recv_rfc_masked_hello(void)
+{
+    stream_t s = {0};
+    static const uint8_t v[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    s_put(&s, v, sizeof(v));
+    trace_t *t = check_splits(100, &s);
+    CHECK_EQ(t->count, 1);
+    is_message(t, 0, ADIEU_WS_OP_TEXT, "Hello", 5);
+    CHECK(t->ev[0].in_place);
+    CHECK_EQ(t->state, ADIEU_WS_OPEN);
+    CHECK_EQ(t->out_len, 0);
+    run_free(t);
+    /* One byte at a time it cannot be in place: it comes from the assembly buffer. */
+    t = run(100, s.b, s.n, SPLIT_BYTES, 0, 0);
+    CHECK(t->count == 1 && !t->ev[0].in_place);
+    run_free(t);
+    s_free(&s);
+}
+
+/* RFC 6455 §5.7, the fragmented text message "Hel" + "lo", masked as a client sends it. */
+static void recv_rfc_fragmented_hello(void)
+{
+    stream_t s = {.rng = 1};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    trace_t *t = check_splits(100, &s);
+    CHECK_EQ(t->count, 1);
+    is_message(t, 0, ADIEU_WS_OP_TEXT, "Hello", 5);
+    CHECK(!t->ev[0].in_place);
+    run_free(t);
+    s_free(&s);
+}
+
+/* RFC 6455 §5.7, 256 bytes and 64 KiB of binary, each in one frame (masked here). */
+static void recv_rfc_binary_256_and_64k(void)
+{
+    uint8_t *p = malloc(65536);
+    if (!CHECK(p != NULL)) {
+        return;
+    }
+    for (size_t i = 0; i < 65536; i++) {
+        p[i] = (uint8_t)(i ^ (i >> 8));
+    }
+    stream_t s = {.rng = 2};
+    s_frame(&s, ADIEU_WS_OP_BINARY, true, p, 256);
+    trace_t *t = check_splits(65536, &s);
+    CHECK(t->count == 1 && is_message(t, 0, ADIEU_WS_OP_BINARY, p, 256));
+    run_free(t);
+    s_free(&s);
+    s.rng = 3;
+    s_frame(&s, ADIEU_WS_OP_BINARY, true, p, 65536);
+    /* Splits of this one: whole, bytes and random (every offset is covered above). */
+    t = run(65536, s.b, s.n, SPLIT_WHOLE, 0, 0);
+    CHECK(t->count == 1 && is_message(t, 0, ADIEU_WS_OP_BINARY, p, 65536) && t->ev[0].in_place);
+    run_free(t);
+    for (uint64_t seed = 0; seed < 10; seed++) {
+        t = run(65536, s.b, s.n, seed == 0 ? SPLIT_BYTES : SPLIT_RANDOM, 0, seed);
+        CHECK(t->count == 1 && is_message(t, 0, ADIEU_WS_OP_BINARY, p, 65536));
+        run_free(t);
+    }
+    s_free(&s);
+    free(p);
+}
+
+static void recv_empty_messages(void)
+{
+    stream_t s = {.rng = 4};
+    s_frame(&s, ADIEU_WS_OP_TEXT, true, "", 0);
+    s_frame(&s, ADIEU_WS_OP_BINARY, true, "", 0);
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "", 0);
+    s_frame(&s, ADIEU_WS_OP_CONT, false, "", 0);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "", 0);
+    s_text(&s, "x");
+    trace_t *t = check_splits(0 + 1, &s);
+    CHECK_EQ(t->count, 4);
+    is_message(t, 0, ADIEU_WS_OP_TEXT, "", 0);
+    is_message(t, 1, ADIEU_WS_OP_BINARY, "", 0);
+    is_message(t, 2, ADIEU_WS_OP_TEXT, "", 0);
+    is_message(t, 3, ADIEU_WS_OP_TEXT, "x", 1);
+    run_free(t);
+    s_free(&s);
+}
+
+/* Binary messages are not UTF-8: any bytes pass. */
+static void recv_binary_not_validated(void)
+{
+    stream_t s = {.rng = 5};
+    s_frame(&s, ADIEU_WS_OP_BINARY, false, "\xff\xfe", 2);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "\xed\xa0\x80\xc0", 4);
+    trace_t *t = check_splits(100, &s);
+    CHECK(t->count == 1 && is_message(t, 0, ADIEU_WS_OP_BINARY, "\xff\xfe\xed\xa0\x80\xc0", 6));
+    run_free(t);
+    s_free(&s);
+}
+
+/* Messages back to back, some in place, some assembled, keep their order and bytes. */
+static void recv_many_messages(void)
+{
+    stream_t s = {.rng = 6};
+    char text[64];
+    for (int i = 0; i < 30; i++) {
+        snprintf(text, sizeof(text), "message %d", i);
+        if (i % 4 == 3) {
+            s_frame(&s, ADIEU_WS_OP_TEXT, false, text, 3);
+            s_frame(&s, ADIEU_WS_OP_CONT, true, text + 3, strlen(text) - 3);
+        } else {
+            s_text(&s, text);
+        }
+    }
+    trace_t *t = check_splits(100, &s);
+    CHECK_EQ(t->count, 30);
+    for (int i = 0; i < 30 && i < (int)t->count; i++) {
+        snprintf(text, sizeof(text), "message %d", i);
+        is_message(t, (size_t)i, ADIEU_WS_OP_TEXT, text, strlen(text));
+    }
+    run_free(t);
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Pings and pongs
+ * ------------------------------------------------------------------------------------- */
+
+/* RFC 6455 §5.5.2: a ping is answered with a pong carrying the same payload. */
+static void recv_ping(void)
+{
+    stream_t s = {.rng = 7};
+    s_frame(&s, ADIEU_WS_OP_PING, true, "Hello", 5);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "", 0);
+    trace_t *t = check_splits(100, &s);
+    CHECK_EQ(t->count, 2);
+    is_event(t, 0, ADIEU_WS_EV_PING, "Hello", 5);
+    is_event(t, 1, ADIEU_WS_EV_PING, "", 0);
+    output_is(t, "\x8a\x05Hello\x8a\x00", 9);
+    run_free(t);
+    s_free(&s);
+}
+
+/* The largest ping, 125 bytes, comes back whole. */
+static void recv_ping_125(void)
+{
+    uint8_t payload[125];
+    for (size_t i = 0; i < sizeof(payload); i++) {
+        payload[i] = (uint8_t)(i * 3);
+    }
+    stream_t s = {.rng = 8};
+    s_frame(&s, ADIEU_WS_OP_PING, true, payload, 125);
+    trace_t *t = check_splits(100, &s);
+    is_event(t, 0, ADIEU_WS_EV_PING, payload, 125);
+    CHECK(t->out_len == 127 && t->out[0] == 0x8a && t->out[1] == 125);
+    CHECK_MEM_EQ(t->out + 2, payload, 125);
+    run_free(t);
+    s_free(&s);
+}
+
+/* RFC 6455 §5.5.3: pings answered before output is taken get one pong, for the latest. */
+static void recv_ping_latest_pong_only(void)
+{
+    stream_t s = {.rng = 9};
+    s_frame(&s, ADIEU_WS_OP_PING, true, "one", 3);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "two", 3);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "three", 5);
+    trace_t t = {.ok = true};
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    feed(&c, &t, s.b, s.n, false);
+    CHECK_EQ(t.count, 3);
+    take_output(&c, &t);
+    output_is(&t, "\x8a\x05three", 7);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* A pong is reported and never answered. */
+static void recv_pong(void)
+{
+    stream_t s = {.rng = 10};
+    static const uint8_t v[] = {0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    s_put(&s, v, sizeof(v)); /* RFC 6455 §5.7, the masked pong "Hello" */
+    s_frame(&s, ADIEU_WS_OP_PONG, true, "", 0);
+    trace_t *t = check_splits(100, &s);
+    CHECK_EQ(t->count, 2);
+    is_event(t, 0, ADIEU_WS_EV_PONG, "Hello", 5);
+    is_event(t, 1, ADIEU_WS_EV_PONG, "", 0);
+    CHECK_EQ(t->out_len, 0);
+    run_free(t);
+    s_free(&s);
+}
+
+/* RFC 6455 §5.4: control frames may come between the fragments of a message. */
+static void recv_ctrl_between_fragments(void)
+{
+    stream_t s = {.rng = 11};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "p1", 2);
+    s_frame(&s, ADIEU_WS_OP_CONT, false, "", 0);
+    s_frame(&s, ADIEU_WS_OP_PONG, true, "p2", 2);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    trace_t *t = check_splits(100, &s);
+    CHECK_EQ(t->count, 3);
+    is_event(t, 0, ADIEU_WS_EV_PING, "p1", 2);
+    is_event(t, 1, ADIEU_WS_EV_PONG, "p2", 2);
+    is_message(t, 2, ADIEU_WS_OP_TEXT, "Hello", 5);
+    output_is(t, "\x8a\x02p1", 4);
+    run_free(t);
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Fragmentation and frame rules
+ * ------------------------------------------------------------------------------------- */
+
+/* RFC 6455 §5.4: a continuation frame needs a message to continue. */
+static void recv_continuation_without_start(void)
+{
+    stream_t s = {.rng = 12};
+    s_text(&s, "ok");
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    s_text(&s, "never seen");
+    expect_fail(100, &s, 1, ADIEU_WS_FAIL_PROTOCOL_ERROR, "continuation without a message");
+    s_free(&s);
+}
+
+/* RFC 6455 §5.4: no new data message may start inside a fragmented one. */
+static void recv_data_inside_fragmented(void)
+{
+    static const adieu_ws_opcode_t ops[] = {ADIEU_WS_OP_TEXT, ADIEU_WS_OP_BINARY};
+    for (size_t i = 0; i < 2; i++) {
+        stream_t s = {.rng = 13};
+        s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+        s_frame(&s, ops[i], true, "lo", 2);
+        expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR,
+                    "new message inside a fragmented one");
+        s_free(&s);
+    }
+}
+
+/* The frame-level rules of proto/ws_frame.c, seen from the connection: each one is a 1002
+ * with our close frame queued. */
+static void recv_ctrl_too_long(void)
+{
+    stream_t s = {.rng = 14};
+    s_text(&s, "before");
+    static const uint8_t v[] = {0x89, 0xfe, 0x00, 0x7e, 1, 2, 3, 4};
+    s_put(&s, v, sizeof(v));
+    expect_fail(100, &s, 1, ADIEU_WS_FAIL_PROTOCOL_ERROR, "control frame over 125 bytes");
+    s_free(&s);
+}
+
+static void recv_ctrl_fragmented(void)
+{
+    stream_t s = {.rng = 15};
+    static const uint8_t v[] = {0x09, 0x82, 1, 2, 3, 4, 'a', 'b'};
+    s_put(&s, v, sizeof(v));
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR, "fragmented control frame");
+    s_free(&s);
+}
+
+static void recv_reserved_opcode(void)
+{
+    for (unsigned op = 0x3; op <= 0xf; op++) {
+        if (op >= 0x8 && op <= 0xa) {
+            continue;
+        }
+        stream_t s = {.rng = 16};
+        uint8_t v[] = {(uint8_t)(0x80 | op), 0x80, 1, 2, 3, 4};
+        s_put(&s, v, sizeof(v));
+        expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR, "reserved opcode");
+        s_free(&s);
+    }
+}
+
+static void recv_rsv1(void)
+{
+    stream_t s = {.rng = 17};
+    /* What a permessage-deflate client sends when the server did not agree to it. */
+    static const uint8_t v[] = {0xc1, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    s_put(&s, v, sizeof(v));
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR, "reserved bits set");
+    s_free(&s);
+}
+
+static void recv_unmasked(void)
+{
+    stream_t s = {.rng = 18};
+    static const uint8_t v[] = {0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f};
+    s_put(&s, v, sizeof(v)); /* RFC 6455 §5.7, the unmasked "Hello": only servers send it */
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR, "unmasked client frame");
+    s_free(&s);
+}
+
+static void recv_len16_not_minimal(void)
+{
+    stream_t s = {.rng = 19};
+    static const uint8_t v[] = {0x82, 0xfe, 0x00, 0x05, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e'};
+    s_put(&s, v, sizeof(v));
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR, "length not minimally encoded");
+    s_free(&s);
+}
+
+static void recv_len64_msb(void)
+{
+    stream_t s = {.rng = 20};
+    static const uint8_t v[] = {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0x05, 1, 2, 3, 4};
+    s_put(&s, v, sizeof(v));
+    expect_fail(SIZE_MAX, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR,
+                "64-bit length with the high bit set");
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * UTF-8 in text messages (RFC 6455 §8.1: 1007)
+ * ------------------------------------------------------------------------------------- */
+
+static void recv_text_invalid_utf8(void)
+{
+    stream_t s = {.rng = 21};
+    s_text(&s, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5 ok");
+    s_text(&s, "bad \xed\xa0\x80 surrogate");
+    expect_fail(100, &s, 1, ADIEU_WS_FAIL_INVALID_UTF8, "invalid UTF-8 in a text message");
+    s_free(&s);
+}
+
+/* A character split across fragments is fine; one that goes wrong across them is not. */
+static void recv_text_invalid_utf8_across_fragments(void)
+{
+    stream_t s = {.rng = 22};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "ok \xf0\x9f", 5);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "", 0);
+    s_frame(&s, ADIEU_WS_OP_CONT, false, "\x98", 1);
+    /* U+1F600 needs one more continuation byte, not 'A'. */
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "A", 1);
+    expect_fail(100, &s, 1, ADIEU_WS_FAIL_INVALID_UTF8, "invalid UTF-8 in a text message");
+    s_free(&s);
+}
+
+/* "kosme" in one-byte fragments: every character split, the message valid. */
+static void recv_text_valid_utf8_across_fragments(void)
+{
+    static const char kosme[] = "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5";
+    stream_t s = {.rng = 23};
+    size_t n = sizeof(kosme) - 1;
+    for (size_t i = 0; i < n; i++) {
+        s_frame(&s, i == 0 ? ADIEU_WS_OP_TEXT : ADIEU_WS_OP_CONT, i == n - 1, kosme + i, 1);
+    }
+    trace_t *t = check_splits(100, &s);
+    CHECK(t->count == 1 && is_message(t, 0, ADIEU_WS_OP_TEXT, kosme, n));
+    run_free(t);
+    s_free(&s);
+}
+
+/* A text message that ends inside a character. */
+static void recv_text_truncated_utf8(void)
+{
+    stream_t s = {.rng = 24};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "abc\xe2", 4);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "\x82", 1);
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_INVALID_UTF8, "text message ends inside a character");
+    s_free(&s);
+    stream_t one = {.rng = 25};
+    s_text(&one, "\xf0\x9f\x98");
+    expect_fail(100, &one, 0, ADIEU_WS_FAIL_INVALID_UTF8, "text message ends inside a character");
+    s_free(&one);
+}
+
+/* Fail fast: a frame announcing 1000 bytes whose third byte is impossible fails as soon as
+ * that byte arrives, without the other 997. */
+static void recv_text_fails_fast(void)
+{
+    uint8_t payload[1000];
+    memset(payload, 'a', sizeof(payload));
+    payload[2] = 0xc0;
+    stream_t s = {.rng = 26};
+    s_frame(&s, ADIEU_WS_OP_TEXT, true, payload, sizeof(payload));
+    size_t header = s.n - sizeof(payload);
+    trace_t *t = run(2000, s.b, header + 3, SPLIT_WHOLE, 0, 0);
+    CHECK(t->count == 1 &&
+          is_fail(t, ADIEU_WS_FAIL_INVALID_UTF8, 1007, "invalid UTF-8 in a text message"));
+    run_free(t);
+    t = run(2000, s.b, header + 2, SPLIT_WHOLE, 0, 0);
+    CHECK_EQ(t->count, 0);
+    run_free(t);
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The message size limit (1009)
+ * ------------------------------------------------------------------------------------- */
+
+static void recv_too_big_single_frame(void)
+{
+    stream_t s = {.rng = 27};
+    s_text(&s, "0123456789");
+    s_text(&s, "0123456789A");
+    expect_fail(10, &s, 1, ADIEU_WS_FAIL_TOO_BIG, "message too big");
+    s_free(&s);
+}
+
+/* The limit applies to the running total of a fragmented message, exactly at max. */
+static void recv_too_big_running_total(void)
+{
+    stream_t s = {.rng = 28};
+    s_frame(&s, ADIEU_WS_OP_BINARY, false, "012345", 6);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "6789", 4);
+    s_frame(&s, ADIEU_WS_OP_BINARY, false, "012345", 6);
+    s_frame(&s, ADIEU_WS_OP_CONT, false, "", 0);
+    s_frame(&s, ADIEU_WS_OP_CONT, false, "6789", 4);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "A", 1);
+    expect_fail(10, &s, 1, ADIEU_WS_FAIL_TOO_BIG, "message too big");
+    s_free(&s);
+}
+
+/* A huge declared length fails on the header alone: nothing is allocated or read. */
+static void recv_too_big_before_buffering(void)
+{
+    static const uint8_t v[] = {0x82, 0xff, 0x00, 0x00, 0x01, 0x00, 0, 0, 0, 0, 1, 2, 3, 4};
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 16 * MIB);
+    trace_t t = {.ok = true};
+    feed(&c, &t, v, sizeof(v), true);
+    CHECK(t.count == 1 && t.ev[0].type == ADIEU_WS_EV_FAIL && t.ev[0].code == 1009);
+    CHECK(c.assembly.data == NULL);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    /* A message of exactly max_message bytes is accepted; max 0 allows only empty ones. */
+    stream_t s = {.rng = 29};
+    s_frame(&s, ADIEU_WS_OP_BINARY, true, "", 0);
+    s_frame(&s, ADIEU_WS_OP_BINARY, true, "x", 1);
+    expect_fail(0, &s, 1, ADIEU_WS_FAIL_TOO_BIG, "message too big");
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * The peer's close (RFC 6455 §5.5.1, §7.4)
+ * ------------------------------------------------------------------------------------- */
+
+/* An empty close is reported as 1005 and echoed empty (1005 may not be sent, §7.4.1). */
+static void recv_close_empty(void)
+{
+    stream_t s = {.rng = 30};
+    s_close(&s, -1, NULL, 0);
+    trace_t *t = check_splits(100, &s);
+    CHECK(t->count == 1 && is_close(t, 0, 1005, ""));
+    output_is(t, "\x88\x00", 2);
+    CHECK_EQ(t->state, ADIEU_WS_CLOSED);
+    run_free(t);
+    s_free(&s);
+}
+
+/* Every valid code is reported and echoed, reason not echoed. */
+static void recv_close_valid_codes(void)
+{
+    for (unsigned code = 0; code <= 0xffff; code++) {
+        if (!adieu_ws_close_code_valid(code)) {
+            continue;
+        }
+        stream_t s = {.rng = code};
+        s_close(&s, code, "bye", 3);
+        trace_t *t = code % 500 == 0 || code < 1020 ? check_splits(100, &s)
+                                                    : run(100, s.b, s.n, SPLIT_WHOLE, 0, 0);
+        uint8_t echo[4] = {0x88, 0x02, (uint8_t)(code >> 8), (uint8_t)code};
+        bool ok = CHECK(t->count == 1) && is_close(t, 0, code, "bye") && output_is(t, echo, 4);
+        run_free(t);
+        s_free(&s);
+        if (!ok) {
+            fprintf(stderr, "  code %u\n", code);
+            return;
+        }
+    }
+}
+
+/* Codes that may not be received, class by class (RFC 6455 §7.4.1, §7.4.2). */
+static void expect_bad_code(unsigned code)
+{
+    stream_t s = {.rng = code};
+    s_close(&s, code, "", 0);
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR, "invalid close code");
+    s_free(&s);
+}
+
+static void recv_close_bad_code_1005(void)
+{
+    expect_bad_code(1005);
+}
+
+static void recv_close_bad_code_1006(void)
+{
+    expect_bad_code(1006);
+}
+
+static void recv_close_bad_code_1004(void)
+{
+    expect_bad_code(1004);
+}
+
+static void recv_close_bad_code_1015(void)
+{
+    expect_bad_code(1015);
+}
+
+static void recv_close_bad_code_below_1000(void)
+{
+    expect_bad_code(0);
+    expect_bad_code(999);
+}
+
+static void recv_close_bad_code_unassigned(void)
+{
+    expect_bad_code(1016);
+    expect_bad_code(2000);
+    expect_bad_code(2999);
+}
+
+static void recv_close_bad_code_above_4999(void)
+{
+    expect_bad_code(5000);
+    expect_bad_code(65535);
+}
+
+/* Every invalid code in the 16-bit range, whole input only. */
+static void recv_close_bad_code_all(void)
+{
+    for (unsigned code = 0; code <= 0xffff; code++) {
+        if (adieu_ws_close_code_valid(code)) {
+            continue;
+        }
+        stream_t s = {.rng = code};
+        s_close(&s, code, "", 0);
+        trace_t *t = run(100, s.b, s.n, SPLIT_WHOLE, 0, 0);
+        bool ok = CHECK(t->count == 1) &&
+                  is_fail(t, ADIEU_WS_FAIL_PROTOCOL_ERROR, 1002, "invalid close code");
+        run_free(t);
+        s_free(&s);
+        if (!ok) {
+            fprintf(stderr, "  code %u\n", code);
+            return;
+        }
+    }
+}
+
+/* RFC 6455 §5.5.1: a body is a 2-byte code and a reason; one byte is neither. */
+static void recv_close_1_byte(void)
+{
+    stream_t s = {.rng = 31};
+    s_frame(&s, ADIEU_WS_OP_CLOSE, true, "\x03", 1);
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_PROTOCOL_ERROR, "close frame with a 1-byte payload");
+    s_free(&s);
+}
+
+static void recv_close_invalid_utf8_reason(void)
+{
+    stream_t s = {.rng = 32};
+    s_close(&s, 1000, "bye \xc0\xaf", 6);
+    expect_fail(100, &s, 0, ADIEU_WS_FAIL_INVALID_UTF8, "invalid UTF-8 in a close reason");
+    s_free(&s);
+    stream_t cut = {.rng = 33};
+    s_close(&cut, 1000, "\xce", 1);
+    expect_fail(100, &cut, 0, ADIEU_WS_FAIL_INVALID_UTF8, "invalid UTF-8 in a close reason");
+    s_free(&cut);
+}
+
+static void recv_close_reason_valid(void)
+{
+    char reason[124];
+    memset(reason, 'r', 123);
+    memcpy(reason, "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", 11);
+    reason[123] = '\0';
+    stream_t s = {.rng = 34};
+    s_close(&s, 4000, reason, 123);
+    trace_t *t = check_splits(100, &s);
+    CHECK(t->count == 1 && is_close(t, 0, 4000, reason));
+    output_is(t, "\x88\x02\x0f\xa0", 4);
+    run_free(t);
+    s_free(&s);
+}
+
+/* RFC 6455 §1.4: after the peer's close, further data is discarded: a message half done, and
+ * anything after the close frame, valid or not. */
+static void recv_after_close_discarded(void)
+{
+    stream_t s = {.rng = 35};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "half", 4);
+    s_close(&s, 1001, "", 0);
+    s_text(&s, "after");
+    s_frame(&s, ADIEU_WS_OP_PING, true, "p", 1);
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff};
+    s_put(&s, garbage, sizeof(garbage));
+    trace_t *t = check_splits(100, &s);
+    CHECK(t->count == 1 && is_close(t, 0, 1001, ""));
+    output_is(t, "\x88\x02\x03\xe9", 4);
+    CHECK_EQ(t->state, ADIEU_WS_CLOSED);
+    run_free(t);
+    s_free(&s);
+}
+
+/* The close handshake started by the peer: REMOTE_CLOSING until our echo is taken, then
+ * CLOSED and done; taking the echo a byte at a time completes it on the last byte. */
+static void recv_close_then_output(void)
+{
+    stream_t s = {.rng = 36};
+    s_close(&s, 1000, "", 0);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, s.n, false);
+    CHECK(t.count == 1 && is_close(&t, 0, 1000, ""));
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_REMOTE_CLOSING);
+    CHECK(!adieu_ws_conn_done(&c));
+    CHECK(!adieu_ws_conn_close_expected(&c));
+    uint8_t echo[8];
+    size_t got = 0;
+    const uint8_t *p;
+    size_t n;
+    while ((n = adieu_ws_conn_output(&c, &p)) > 0 && got < sizeof(echo)) {
+        CHECK(!adieu_ws_conn_done(&c));
+        echo[got++] = p[0];
+        adieu_ws_conn_output_consume(&c, 1);
+    }
+    CHECK(got == 4 && memcmp(echo, "\x88\x02\x03\xe8", 4) == 0);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_CLOSED);
+    CHECK(adieu_ws_conn_done(&c));
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), ADIEU_EINVALID_STATE);
+    uint8_t head[10];
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_TEXT, 1, head), ADIEU_EINVALID_STATE);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Our close (LOCAL_CLOSING)
+ * ------------------------------------------------------------------------------------- */
+
+static void send_close_then_peer_close(void)
+{
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK(!adieu_ws_conn_close_expected(&c));
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1001, "going away", 10), 0);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_LOCAL_CLOSING);
+    CHECK(adieu_ws_conn_close_expected(&c));
+    trace_t t = {.ok = true};
+    take_output(&c, &t);
+    output_is(&t, "\x88\x0c\x03\xe9going away", 14);
+    CHECK(!adieu_ws_conn_done(&c));
+    stream_t s = {.rng = 37};
+    s_close(&s, 1001, "", 0);
+    feed(&c, &t, s.b, s.n, true);
+    CHECK(t.count == 1 && is_close(&t, 0, 1001, ""));
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_CLOSED);
+    CHECK(adieu_ws_conn_done(&c));
+    CHECK(!adieu_ws_conn_close_expected(&c));
+    /* Nothing is echoed: our close was the answer. */
+    CHECK_EQ(t.out_len, 14);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* The peer's close may come before we took our own close frame: done only once it is. */
+static void send_close_crossing(void)
+{
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    stream_t s = {.rng = 38};
+    s_close(&s, 1000, "", 0);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, s.n, false);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_CLOSED);
+    CHECK(!adieu_ws_conn_done(&c));
+    take_output(&c, &t);
+    output_is(&t, "\x88\x02\x03\xe8", 4);
+    CHECK(adieu_ws_conn_done(&c));
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* After our close, data messages are checked but not delivered, pings get no pong, and only
+ * the peer's close completes the handshake. */
+static void send_close_discards_messages(void)
+{
+    stream_t s = {.rng = 39};
+    s_text(&s, "late");
+    s_frame(&s, ADIEU_WS_OP_BINARY, false, "frag", 4);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "p", 1);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "ment", 4);
+    /* Not checked any more: invalid text and an over-limit message, since neither is read. */
+    s_text(&s, "\xff");
+    uint8_t big[200];
+    memset(big, 'b', sizeof(big));
+    s_frame(&s, ADIEU_WS_OP_BINARY, true, big, sizeof(big));
+    s_close(&s, 1000, "", 0);
+    for (int kind = 0; kind < 3; kind++) {
+        for (size_t cut = 1; cut < s.n; cut += (kind == 2 ? 1 : s.n)) {
+            adieu_ws_conn_t c;
+            adieu_ws_conn_init(&c, 100);
+            CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "bye", 3), 0);
+            trace_t t = {.ok = true};
+            take_output(&c, &t);
+            feed_stream(&c, &t, s.b, s.n,
+                        kind == 0   ? SPLIT_WHOLE
+                        : kind == 1 ? SPLIT_BYTES
+                                    : SPLIT_AT,
+                        cut, 0);
+            CHECK_EQ(t.count, 2);
+            is_event(&t, 0, ADIEU_WS_EV_PING, "p", 1);
+            is_close(&t, 1, 1000, "");
+            output_is(&t,
+                      "\x88\x05\x03\xe8"
+                      "bye",
+                      7);
+            CHECK(adieu_ws_conn_done(&c));
+            CHECK(c.assembly.data == NULL);
+            trace_free(&t);
+            adieu_ws_conn_free(&c);
+        }
+    }
+    s_free(&s);
+}
+
+/* A message half received when we close is dropped, not delivered when it completes. */
+static void send_close_mid_message(void)
+{
+    stream_t s = {.rng = 40};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    size_t first = s.n;
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    s_close(&s, 1000, "", 0);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, first, true);
+    CHECK(c.assembly.data != NULL);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    feed(&c, &t, s.b + first, s.n - first, true);
+    CHECK(t.count == 1 && is_close(&t, 0, 1000, ""));
+    CHECK(c.assembly.data == NULL);
+    CHECK(adieu_ws_conn_done(&c));
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* A violation after our close fails the connection without a second close frame. */
+static void fail_in_local_closing(void)
+{
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    trace_t t = {.ok = true};
+    take_output(&c, &t);
+    stream_t s = {.rng = 41};
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "x", 1);
+    feed(&c, &t, s.b, s.n, true);
+    CHECK(t.count == 1 && t.ev[0].type == ADIEU_WS_EV_FAIL && t.ev[0].code == 1002);
+    output_is(&t, "\x88\x02\x03\xe8", 4);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_FAILED);
+    CHECK(!adieu_ws_conn_close_expected(&c));
+    CHECK(!adieu_ws_conn_done(&c));
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+static void send_close_twice(void)
+{
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), ADIEU_EINVALID_STATE);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1001, "x", 1), ADIEU_EINVALID_STATE);
+    trace_t t = {.ok = true};
+    take_output(&c, &t);
+    output_is(&t, "\x88\x02\x03\xe8", 4);
+    adieu_ws_conn_free(&c);
+}
+
+/* Codes that may not be sent, and reasons that are too long or not UTF-8, are refused and
+ * change nothing. */
+static void send_close_invalid(void)
+{
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    static const unsigned bad[] = {0, 999, 1004, 1005, 1006, 1015, 2999, 5000};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK_EQ(adieu_ws_conn_send_close(&c, bad[i], "", 0), ADIEU_EINVAL);
+    }
+    char reason[124];
+    memset(reason, 'r', sizeof(reason));
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, reason, 124), ADIEU_EINVAL);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "\xc0\x80", 2), ADIEU_EINVAL);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_OPEN);
+    const uint8_t *p;
+    CHECK_EQ(adieu_ws_conn_output(&c, &p), 0);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, reason, 123), 0);
+    CHECK_EQ(adieu_ws_conn_output(&c, &p), 2 + 125);
+    adieu_ws_conn_free(&c);
+}
+
+/* Headers of our data frames, and no data after a close, sent or received, or a failure. */
+static void send_after_close(void)
+{
+    uint8_t h[10];
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_TEXT, 5, h), 2);
+    CHECK_MEM_EQ(h, "\x81\x05", 2);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_BINARY, 70000, h), 10);
+    CHECK_MEM_EQ(h, "\x82\x7f\x00\x00\x00\x00\x00\x01\x11\x70", 10);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_PING, 4, h), 2);
+    CHECK_MEM_EQ(h, "\x89\x04", 2);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_PONG, 0, h), 2);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_PING, 126, h), ADIEU_EINVAL);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_CLOSE, 2, h), ADIEU_EINVAL);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_CONT, 2, h), ADIEU_EINVAL);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_TEXT, 5, h), ADIEU_EINVALID_STATE);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_PING, 0, h), ADIEU_EINVALID_STATE);
+    adieu_ws_conn_free(&c);
+
+    stream_t s = {.rng = 42};
+    s_close(&s, 1000, "", 0);
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, s.n, false);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_TEXT, 5, h), ADIEU_EINVALID_STATE);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+
+    s.rng = 43;
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "", 0);
+    adieu_ws_conn_init(&c, 100);
+    t.ok = true;
+    feed(&c, &t, s.b, s.n, false);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_FAILED);
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_TEXT, 5, h), ADIEU_EINVALID_STATE);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), ADIEU_EINVALID_STATE);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Output order, failures, end of stream, storage
+ * ------------------------------------------------------------------------------------- */
+
+/* A pong queued before our close goes out before it; none is queued after it. */
+static void output_pong_before_close(void)
+{
+    stream_t s = {.rng = 44};
+    s_frame(&s, ADIEU_WS_OP_PING, true, "a", 1);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, s.n, false);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    feed(&c, &t, s.b, s.n, false);
+    take_output(&c, &t);
+    output_is(&t,
+              "\x8a\x01"
+              "a\x88\x02\x03\xe8",
+              7);
+    CHECK_EQ(t.count, 2);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* A partly taken pong is finished before the pong of a newer ping. */
+static void output_partial_pong(void)
+{
+    stream_t s = {.rng = 45};
+    s_frame(&s, ADIEU_WS_OP_PING, true, "first", 5);
+    size_t one = s.n;
+    s_frame(&s, ADIEU_WS_OP_PING, true, "second", 6);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, one, false);
+    const uint8_t *p;
+    CHECK_EQ(adieu_ws_conn_output(&c, &p), 7);
+    adieu_ws_conn_output_consume(&c, 3);
+    feed(&c, &t, s.b + one, s.n - one, false);
+    CHECK_EQ(adieu_ws_conn_output(&c, &p), 4);
+    CHECK_MEM_EQ(p, "irst", 4);
+    adieu_ws_conn_output_consume(&c, 4);
+    take_output(&c, &t);
+    output_is(&t, "\x8a\x06second", 8);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* After a failure everything is discarded: no event, no output beyond the one close. */
+static void fail_is_terminal(void)
+{
+    stream_t s = {.rng = 46};
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "", 0);
+    size_t bad = s.n;
+    s_text(&s, "valid");
+    s_frame(&s, ADIEU_WS_OP_PING, true, "p", 1);
+    s_close(&s, 1000, "", 0);
+    trace_t *t = check_splits(100, &s);
+    CHECK_EQ(t->count, 1);
+    is_fail(t, ADIEU_WS_FAIL_PROTOCOL_ERROR, 1002, "continuation without a message");
+    CHECK_EQ(t->out_len, 4 + strlen("continuation without a message"));
+    run_free(t);
+    /* The failing call consumes its whole input: nothing after the violation is parsed. */
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    uint8_t *in = guard_copy(s.b, s.n);
+    adieu_ws_event_t ev;
+    size_t used;
+    CHECK_EQ(adieu_ws_conn_recv(&c, in, s.n, &used, &ev), 1);
+    CHECK_EQ(used, s.n);
+    CHECK(bad < s.n);
+    CHECK_EQ(adieu_ws_conn_recv(&c, in, s.n, &used, &ev), 0);
+    CHECK_EQ(used, s.n);
+    CHECK_EQ(adieu_ws_conn_eof(&c), 0);
+    CHECK(!adieu_ws_conn_done(&c));
+    guard_free(in, s.n);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* End of stream: clean between messages, truncated inside a header, a payload or a
+ * fragmented message; clean after a close or a failure. */
+static void eof_truncated(void)
+{
+    stream_t s = {.rng = 47};
+    s_text(&s, "abc");
+    size_t one = s.n;
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "de", 2);
+    size_t two = s.n;
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "f", 1);
+    for (size_t k = 0; k <= s.n; k++) {
+        adieu_ws_conn_t c;
+        adieu_ws_conn_init(&c, 100);
+        trace_t t = {.ok = true};
+        feed(&c, &t, s.b, k, true);
+        bool between = k == 0 || k == one || k == s.n;
+        if (!CHECK_EQ(adieu_ws_conn_eof(&c), between ? 0 : ADIEU_ETRUNCATED)) {
+            fprintf(stderr, "  eof after %zu bytes (message 2 from %zu to %zu)\n", k, one, two);
+        }
+        trace_free(&t);
+        adieu_ws_conn_free(&c);
+    }
+    stream_t cl = {.rng = 48};
+    s_close(&cl, 1000, "", 0);
+    s_put(&cl, "\x81", 1);
+    trace_t *t = run(100, cl.b, cl.n, SPLIT_WHOLE, 0, 0);
+    CHECK_EQ(t->count, 1);
+    run_free(t);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t tr = {.ok = true};
+    feed(&c, &tr, cl.b, cl.n, true);
+    CHECK_EQ(adieu_ws_conn_eof(&c), 0);
+    trace_free(&tr);
+    adieu_ws_conn_free(&c);
+    s_free(&cl);
+    s_free(&s);
+}
+
+/* An assembled message's storage is freed by the next call, even an empty one; a message in
+ * place never allocates. */
+static void assembly_freed_after_message(void)
+{
+    stream_t s = {.rng = 49};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    uint8_t *in = guard_copy(s.b, s.n);
+    adieu_ws_event_t ev;
+    size_t used;
+    CHECK_EQ(adieu_ws_conn_recv(&c, in, s.n, &used, &ev), 1);
+    CHECK(ev.type == ADIEU_WS_EV_MESSAGE && ev.len == 5 && memcmp(ev.data, "Hello", 5) == 0);
+    CHECK(c.assembly.data != NULL && ev.data == c.assembly.data);
+    CHECK_EQ(used, s.n);
+    CHECK_EQ(adieu_ws_conn_recv(&c, NULL, 0, &used, &ev), 0);
+    CHECK(c.assembly.data == NULL && c.assembly.cap == 0);
+    guard_free(in, s.n);
+    stream_t w = {.rng = 50};
+    s_text(&w, "whole");
+    in = guard_copy(w.b, w.n);
+    CHECK_EQ(adieu_ws_conn_recv(&c, in, w.n, &used, &ev), 1);
+    CHECK(ev.data == in + w.n - 5 && c.assembly.data == NULL);
+    guard_free(in, w.n);
+    adieu_ws_conn_free(&c);
+    s_free(&w);
+    s_free(&s);
+}
+
+/* adieu_ws_conn_free() leaves a connection that discards input and refuses sends. */
+static void conn_free_is_terminal(void)
+{
+    stream_t s = {.rng = 51};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "p", 1);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, s.n, false);
+    adieu_ws_conn_free(&c);
+    CHECK(c.assembly.data == NULL);
+    const uint8_t *p;
+    CHECK_EQ(adieu_ws_conn_output(&c, &p), 0);
+    feed(&c, &t, s.b, s.n, false);
+    CHECK_EQ(t.count, 1);
+    uint8_t h[10];
+    CHECK_EQ(adieu_ws_conn_send_header(&c, ADIEU_WS_OP_TEXT, 1, h), ADIEU_EINVALID_STATE);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Large messages
+ * ------------------------------------------------------------------------------------- */
+
+/* A message of 1 MiB (exactly max_message) in fragments of random sizes (empty ones too),
+ * with pings between them, fed in random splits: the message equals the original and every
+ * ping is answered. For text, characters of every length are split across fragments. */
+static void big_message(adieu_ws_opcode_t op, uint64_t seed)
+{
+    uint8_t *msg = malloc(MIB);
+    if (!CHECK(msg != NULL)) {
+        return;
+    }
+    uint64_t rng = seed;
+    static const uint8_t chars[][4] = {
+        {'a'}, {0xc3, 0xa9}, {0xe2, 0x82, 0xac}, {0xf0, 0x9f, 0x98, 0x80}};
+    size_t n = 0;
+    while (n < MIB) {
+        uint64_t r = next_random(&rng);
+        size_t k = op == ADIEU_WS_OP_TEXT ? (size_t)(r % 4) + 1 : 1;
+        if (n + k > MIB) {
+            k = 1;
+        }
+        memcpy(msg + n, op == ADIEU_WS_OP_TEXT ? chars[k - 1] : (const uint8_t *)&r, k);
+        n += k;
+    }
+    stream_t s = {.rng = seed};
+    size_t pings = 0;
+    bool started = false;
+    for (size_t off = 0; off < MIB;) {
+        uint64_t r = next_random(&rng);
+        static const size_t scale[] = {1, 50, 5000, 200000};
+        size_t len = (size_t)((r >> 3) % scale[r & 3]);
+        len = len < MIB - off ? len : MIB - off;
+        s_frame(&s, started ? ADIEU_WS_OP_CONT : op, off + len == MIB, msg + off, len);
+        started = true;
+        off += len;
+        if (off < MIB && (r & 0x30) == 0) {
+            s_frame(&s, ADIEU_WS_OP_PING, true, &r, 8);
+            pings++;
+        }
+    }
+    for (uint64_t split = 0; split < 4; split++) {
+        trace_t *t = run(MIB, s.b, s.n, split == 0 ? SPLIT_WHOLE : SPLIT_RANDOM, 0, seed + split);
+        CHECK(t->ok);
+        CHECK_EQ(t->count, pings + 1);
+        if (t->count == pings + 1) {
+            is_message(t, pings, op, msg, MIB);
+        }
+        CHECK_EQ(t->out_len, pings * 10);
+        run_free(t);
+    }
+    /* One byte short of the limit, the same stream is too big. */
+    trace_t *t = run(MIB - 1, s.b, s.n, SPLIT_WHOLE, 0, 0);
+    CHECK(t->count > 0 && t->ev[t->count - 1].type == ADIEU_WS_EV_FAIL &&
+          t->ev[t->count - 1].fail == ADIEU_WS_FAIL_TOO_BIG);
+    run_free(t);
+    s_free(&s);
+    free(msg);
+}
+
+static void recv_1mib_binary_random_fragments(void)
+{
+    big_message(ADIEU_WS_OP_BINARY, 100);
+    big_message(ADIEU_WS_OP_BINARY, 200);
+}
+
+static void recv_1mib_text_random_fragments(void)
+{
+    big_message(ADIEU_WS_OP_TEXT, 300);
+    big_message(ADIEU_WS_OP_TEXT, 400);
+}
+
+static void fail_codes(void)
+{
+    CHECK_EQ(adieu_ws_fail_code(ADIEU_WS_FAIL_PROTOCOL_ERROR), 1002);
+    CHECK_EQ(adieu_ws_fail_code(ADIEU_WS_FAIL_INVALID_UTF8), 1007);
+    CHECK_EQ(adieu_ws_fail_code(ADIEU_WS_FAIL_TOO_BIG), 1009);
+    CHECK_EQ(adieu_ws_fail_code(ADIEU_WS_FAIL_SERVER_ERROR), 1011);
+    CHECK_EQ(adieu_ws_fail_code(ADIEU_WS_FAIL_NONE), 0);
+}
+
+int main(void)
+{
+    CHECK_RUN(recv_rfc_masked_hello);
+    CHECK_RUN(recv_rfc_fragmented_hello);
+    CHECK_RUN(recv_rfc_binary_256_and_64k);
+    CHECK_RUN(recv_empty_messages);
+    CHECK_RUN(recv_binary_not_validated);
+    CHECK_RUN(recv_many_messages);
+    CHECK_RUN(recv_ping);
+    CHECK_RUN(recv_ping_125);
+    CHECK_RUN(recv_ping_latest_pong_only);
+    CHECK_RUN(recv_pong);
+    CHECK_RUN(recv_ctrl_between_fragments);
+    CHECK_RUN(recv_continuation_without_start);
+    CHECK_RUN(recv_data_inside_fragmented);
+    CHECK_RUN(recv_ctrl_too_long);
+    CHECK_RUN(recv_ctrl_fragmented);
+    CHECK_RUN(recv_reserved_opcode);
+    CHECK_RUN(recv_rsv1);
+    CHECK_RUN(recv_unmasked);
+    CHECK_RUN(recv_len16_not_minimal);
+    CHECK_RUN(recv_len64_msb);
+    CHECK_RUN(recv_text_invalid_utf8);
+    CHECK_RUN(recv_text_invalid_utf8_across_fragments);
+    CHECK_RUN(recv_text_valid_utf8_across_fragments);
+    CHECK_RUN(recv_text_truncated_utf8);
+    CHECK_RUN(recv_text_fails_fast);
+    CHECK_RUN(recv_too_big_single_frame);
+    CHECK_RUN(recv_too_big_running_total);
+    CHECK_RUN(recv_too_big_before_buffering);
+    CHECK_RUN(recv_close_empty);
+    CHECK_RUN(recv_close_valid_codes);
+    CHECK_RUN(recv_close_bad_code_1005);
+    CHECK_RUN(recv_close_bad_code_1006);
+    CHECK_RUN(recv_close_bad_code_1004);
+    CHECK_RUN(recv_close_bad_code_1015);
+    CHECK_RUN(recv_close_bad_code_below_1000);
+    CHECK_RUN(recv_close_bad_code_unassigned);
+    CHECK_RUN(recv_close_bad_code_above_4999);
+    CHECK_RUN(recv_close_bad_code_all);
+    CHECK_RUN(recv_close_1_byte);
+    CHECK_RUN(recv_close_invalid_utf8_reason);
+    CHECK_RUN(recv_close_reason_valid);
+    CHECK_RUN(recv_after_close_discarded);
+    CHECK_RUN(recv_close_then_output);
+    CHECK_RUN(send_close_then_peer_close);
+    CHECK_RUN(send_close_crossing);
+    CHECK_RUN(send_close_discards_messages);
+    CHECK_RUN(send_close_mid_message);
+    CHECK_RUN(fail_in_local_closing);
+    CHECK_RUN(send_close_twice);
+    CHECK_RUN(send_close_invalid);
+    CHECK_RUN(send_after_close);
+    CHECK_RUN(output_pong_before_close);
+    CHECK_RUN(output_partial_pong);
+    CHECK_RUN(fail_is_terminal);
+    CHECK_RUN(eof_truncated);
+    CHECK_RUN(assembly_freed_after_message);
+    CHECK_RUN(conn_free_is_terminal);
+    CHECK_RUN(recv_1mib_binary_random_fragments);
+    CHECK_RUN(recv_1mib_text_random_fragments);
+    CHECK_RUN(fail_codes);
+    return check_done();
+}
