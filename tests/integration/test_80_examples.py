@@ -126,3 +126,84 @@ def test_json_echo_answers_and_drains():
     code, out, _ = ex.finish(T(10))
     assert code == 0
     assert re.search(r"closed 127\.0\.0\.1:\d+: shutdown", out), out
+
+
+WS_LOGGER = BUILD_DIR / "examples" / "ws_logger"
+WS_ANSWER = BUILD_DIR / "examples" / "ws_answer"
+
+
+def raw_upgrade(port):
+    """A WebSocket connection made by hand, to leave it rudely."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=T(5))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def test_ws_logger_logs_every_kind_of_exit():
+    import asyncio
+    import websockets
+
+    ex = Example(WS_LOGGER)
+
+    async def clean():
+        async with websockets.connect(f"ws://127.0.0.1:{ex.port}/") as ws:
+            await ws.send("one")
+            await ws.send(b"two")
+
+    asyncio.run(clean())
+    rude = raw_upgrade(ex.port)
+    rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    rude.close()
+    polite = raw_upgrade(ex.port)
+    time.sleep(0.2)
+    ex.proc.send_signal(signal.SIGINT)
+    data = b""
+    polite.settimeout(T(5))
+    while True:  # the server's close frame, then its FIN once we answer
+        chunk = polite.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        if data[:1] == b"\x88" and len(data) >= 4:
+            assert struct.unpack(">H", data[2:4])[0] == 1001
+            polite.sendall(b"\x88\x82abcd" + bytes(a ^ b for a, b in zip(b"\x03\xe8", b"ab")))
+    polite.close()
+    code, out, _ = ex.finish(T(10))
+    assert code == 0
+    assert len(re.findall(r"^connect ", out, re.M)) == 3, out
+    assert "message 127.0.0.1:" in out and " text one" in out and " binary two" in out, out
+    reasons = re.findall(r"disconnect \S+ reason=(\w+) code=(\d+)", out)
+    assert sorted(reasons) == sorted([("normal", "1000"), ("peer_reset", "1006"),
+                                      ("shutdown", "1001")]), out
+
+
+def test_ws_answer_answers_and_closes_on_request():
+    import asyncio
+    import websockets
+
+    ex = Example(WS_ANSWER)
+
+    async def talk():
+        async with websockets.connect(f"ws://127.0.0.1:{ex.port}/") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi/answer"
+            await ws.send(b"\x00\x01")
+            assert await ws.recv() == b"\x00\x01"
+            await ws.send("close")
+            try:
+                await ws.recv()
+                raise AssertionError("the server did not close")
+            except websockets.exceptions.ConnectionClosedOK as e:
+                return e.rcvd.code, e.rcvd.reason
+
+    assert asyncio.run(talk()) == (1000, "bye")
+    code, _, _ = ex.stop(signal.SIGINT, T(10))
+    assert code == 0
