@@ -13,6 +13,7 @@ import select
 import signal
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -230,6 +231,72 @@ def test_2_ten_pings_answered_in_order(srv, ws_peers, chop):
     assert got and got[-1] == payloads[-1], got
     assert got == sorted(got, key=payloads.index) and len(set(got)) == len(got), got
     expect_normal_close(srv, p, sent=False)
+
+
+def test_2_ping_flood_without_reading_stays_bounded(srv):
+    """C5: pings sent without ever reading the pongs: the server either stops reading (its
+    pongs back-pressured) or answers only the latest ones; either way it does not grow
+    without bound, and the connection still works once the client reads."""
+    s = socket.create_connection((HOST, srv.ws_port), timeout=T(5))
+    try:
+        addr = "%s:%d" % s.getsockname()
+        s.sendall(ws_upgrade_request(srv.ws_port))
+        r = read_http_response(s, T(5))
+        assert r.status == 101, r
+        s.setblocking(False)
+        chunk = memoryview(b"".join(ws_frame(OP_PING, b"%03d" % (i % 1000) + b"p" * 122)
+                                    for i in range(1000)))
+        rss0 = srv.rss_kib()
+        sent = off = 0
+        budget = 64 * MiB
+        last = time.monotonic()
+        deadline = last + T(20)
+        while sent < budget and time.monotonic() - last < T(1.0):
+            assert time.monotonic() < deadline, f"sent only {sent} bytes in {T(20):.0f}s"
+            _, w, _ = select.select([], [s], [], 0.1)
+            if not w:
+                continue
+            try:
+                k = s.send(chunk[off:])
+            except BlockingIOError:
+                continue
+            sent += k
+            off = (off + k) % len(chunk)
+            last = time.monotonic()
+        grown = srv.rss_kib() - rss0
+        assert grown < 32 * 1024, f"the server grew by {grown} KiB under a ping flood"
+        # now read (in a thread) everything up to the echo of a marker, while we finish
+        # the frame in progress and send the marker
+        s.setblocking(True)
+        s.settimeout(T(10))
+
+        def reader():
+            buf = b""
+            while True:
+                data = s.recv(1 << 20)
+                assert data, "EOF during the ping flood"
+                buf += data
+                while True:
+                    f, used = ws_parse_frame(buf)
+                    if f is None:
+                        break
+                    buf = buf[used:]
+                    if f.opcode == OP_TEXT:
+                        return f
+                    assert f.opcode == OP_PONG and len(f.payload) == 125, f
+
+        box = []
+        t = threading.Thread(target=lambda: box.append(reader()), daemon=True)
+        t.start()
+        rest = (len(chunk) - off) % len(chunk)
+        s.sendall(bytes(chunk[off:off + rest]) + ws_frame(OP_TEXT, b"after the flood"))
+        t.join(T(20))
+        assert box and box[0].payload == b"after the flood", "no echo after the flood"
+        s.sendall(ws_frame(OP_CLOSE, ws_close_payload(1000)))
+    finally:
+        s.close()
+    line = srv.wait_close_line(addr, T(5))
+    assert line["reason"] in ("normal", "peer_eof", "peer_reset"), line["line"]
 
 
 # ======================================================================================
@@ -571,6 +638,17 @@ def test_7_empty_close(srv, ws_peers):
     p.expect_eof(T(5))
     line = srv.wait_close_line(p.addr, T(5))
     assert line["reason"] == "normal" and line["level"] == "INFO", line["line"]
+    assert line.get("code") in (None, "1005", "1000"), line["line"]
+
+
+def test_7_close_then_fin_is_still_a_normal_close(srv, ws_peers):
+    """A client that sends its close and at once shuts its sending side down still gets
+    the close answer, then the server's FIN."""
+    p = connect(srv, ws_peers)
+    assert p.request("x") == "x"
+    p.send_close(1000)
+    p.sock.shutdown(socket.SHUT_WR)
+    expect_normal_close(srv, p, 1000)
 
 
 def test_7_one_byte_close_payload_is_protocol_error(srv, ws_peers):
@@ -641,6 +719,7 @@ def test_7_peer_reset_is_peer_reset(srv, ws_peers):
     line = srv.wait_close_line(p.addr, T(5))
     assert line["reason"] == "peer_reset" and line.get("code") == "1006", line["line"]
     assert line["level"] == "INFO", line["line"]
+    assert line.get("errno") in ("ECONNRESET", "EPIPE"), line["line"]
     still_serves(srv, ws_peers)
 
 
@@ -686,6 +765,27 @@ def test_7_demo_close_answers_what_came_before_and_nothing_after(start_server, w
     assert srv.wait_exit(T(5)) == 0
     summ = srv.summary()
     assert summ["messages_in"] == 3 and summ["messages_out"] == 2, summ["line"]
+
+
+def test_7_demo_close_command_only_as_whole_text(start_server, ws_peers):
+    """The demo's command is the text message `close`, whatever its fragmentation; binary
+    `close` is echoed like any binary message."""
+    srv = start_server(app="demo", ws=WS_ANY, frame="off")
+    p = connect(srv, ws_peers)
+    p.send_binary(b"close")
+    assert p.recv_message() == (OP_BINARY, b"close")
+    assert p.request("close please") == "close please/answer"
+    p.send_raw(ws_frame(OP_TEXT, b"clo", fin=False) + ws_frame(OP_CONT, b"se"))
+    f = p.expect_close(T(5))
+    assert f.close_code == 1000, f
+    line = srv.wait_close_line(p.addr, T(5))
+    assert line["reason"] == "local" and line.get("code") == "1000", line["line"]
+
+
+def test_7_echo_app_has_no_close_command(srv, ws_peers):
+    p = connect(srv, ws_peers)
+    assert p.request("close") == "close"
+    expect_normal_close(srv, p, sent=False)
 
 
 # ======================================================================================

@@ -4,6 +4,7 @@ the WebSocket port"): /healthz, /metrics in the Prometheus text format, the 4xx 
 the counting the metrics promise."""
 
 import re
+import signal
 import socket
 
 import pytest
@@ -223,6 +224,47 @@ def test_error_answers_are_well_formed_and_close(srv, req, status):
     assert line["proto"] == "ws"
     assert line["reason"] == ("too_big" if status == 431 else "bad_request"), line["line"]
     assert line["level"] == "WARN", line["line"]
+
+
+def test_request_line_over_max_header_is_431(srv):
+    r, addr = http_request(srv.ws_port, ("GET /" + "a" * 9000 + " HTTP/1.1\r\nHost: x\r\n\r\n")
+                           .encode(), T(5))
+    assert r.status == 431, r
+    check_response_closes(r)
+    assert srv.wait_close_line(addr, T(5))["reason"] == "too_big"
+
+
+def test_pipelined_http_requests_get_one_answer(srv):
+    """Keep-alive is not offered: two requests in one write get one answer, then the
+    close (a FIN, not a reset that could destroy the answer)."""
+    req = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    r, addr = http_request(srv.ws_port, req * 2, T(5))
+    assert r.status == 200 and r.body.strip() == b"ok", r
+    assert b"HTTP/1.1" not in r.body, r
+    assert srv.wait_close_line(addr, T(5))["reason"] == "http_done"
+
+
+def test_summary_counts_http_and_ws_connections(srv, ws_peers, peers):
+    """connections= in the shutdown summary is every TCP connection accepted, health checks
+    and refused upgrades included (one close line each: checked at teardown too)."""
+    port = srv.ws_port
+    assert http_get(port, "/healthz", T(5)).status == 200
+    assert http_get(port, "/metrics", T(5)).status == 200
+    assert http_get(port, "/", T(5)).status == 426
+    p = ws_peers(port)
+    assert p.request("x") == "x/answer"
+    f = peers(srv.port)
+    assert f.request(b"[1]") == b"[1]"
+    srv.signal(signal.SIGINT)
+    assert p.expect_close(T(5)).close_code == 1001
+    assert f.recv(T(5)) is None
+    f.close()
+    assert srv.wait_exit(T(5)) == 0, srv.tail()
+    summ = srv.summary()
+    assert summ["connections"] == 5, summ["line"]
+    assert summ["messages_in"] == summ["messages_out"] == 2, summ["line"]
+    reasons = sorted(c["reason"] for c in srv.close_lines())
+    assert reasons == ["bad_request", "http_done", "http_done", "shutdown", "shutdown"], reasons
 
 
 def test_upgrade_still_works_between_http_requests(srv, ws_peers):

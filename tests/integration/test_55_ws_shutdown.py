@@ -591,6 +591,85 @@ def test_stalled_ws_reader_during_drain(start_server, how):
     assert c[0]["reason"] == want and c[0]["level"] == "WARN", c[0]["line"]
 
 
+def test_sigint_mid_fragmented_message(start_server, ws_peers):
+    """A client half-way through a fragmented message at SIGINT gets 1001; the unfinished
+    message is never delivered (messages_in counts only the complete one before it)."""
+    srv = start_server(app="echo", ws=WS_ANY, frame="off")
+    p = ws_peers(srv.ws_port)
+    assert p.request(b"whole") == b"whole"
+    p.send_frame(OP_TEXT, b"first half", fin=False)
+    p.send_frame(OP_PING, b"sync")
+    f = p.recv_frame(T(5))
+    assert f.opcode == OP_PONG, f
+    srv.signal(signal.SIGINT)
+    f = p.expect_close(T(5))
+    assert f.close_code == 1001 and f.close_reason == b"going away", f
+    assert srv.wait_exit(T(5)) == 0, srv.tail()
+    c = srv.close_lines(p.addr)
+    assert len(c) == 1 and c[0]["reason"] == "shutdown" and c[0].get("code") == "1001", c
+    summ = srv.summary()
+    assert summ["messages_in"] == summ["messages_out"] == 1, summ["line"]
+
+
+def test_sigint_with_500_idle_ws_clients(start_server):
+    """Every one of 500 idle upgraded clients gets 1001 "going away" at once; as they answer,
+    the drain ends with the last of them: exit 0, one shutdown close line each."""
+    n = 500
+    srv = start_server(app="echo", ws=WS_ANY, frame="off")
+    port = srv.ws_port
+    socks = []
+    try:
+        for i in range(n):
+            s = socket.create_connection((HOST, port), timeout=T(10))
+            s.sendall(ws_upgrade_request(port))
+            socks.append(s)
+        for s in socks:
+            r = read_http_response(s, T(10))
+            assert r.status == 101 and r.rest == b"", r
+        t0 = time.monotonic()
+        srv.signal(signal.SIGINT)
+        sel = selectors.DefaultSelector()
+        bufs = {}
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+            bufs[s] = b""
+        closes = {}
+        eofs = set()
+        deadline = t0 + T(10)
+        while len(eofs) < n:
+            assert time.monotonic() < deadline, (
+                f"{len(closes)} closes and {len(eofs)} FINs of {n} after {T(10):.0f}s")
+            for key, _ in sel.select(timeout=0.1):
+                s = key.fileobj
+                data = s.recv(4096)
+                if not data:
+                    eofs.add(s)
+                    sel.unregister(s)
+                    continue
+                bufs[s] += data
+                f, used = ws_parse_frame(bufs[s])
+                if f is not None and s not in closes:
+                    bufs[s] = bufs[s][used:]
+                    closes[s] = f
+                    s.setblocking(True)
+                    s.sendall(ws_frame(OP_CLOSE, ws_close_payload(f.close_code)))
+                    s.setblocking(False)
+                assert not bufs[s] or s not in closes, f"bytes after the close: {bufs[s][:40]!r}"
+        sel.close()
+        bad = [f for f in closes.values()
+               if f.opcode != OP_CLOSE or f.close_code != 1001 or f.close_reason != b"going away"]
+        assert len(closes) == n and not bad, bad[:3]
+    finally:
+        for s in socks:
+            s.close()
+    assert srv.wait_exit(T(5)) == 0, srv.tail()
+    assert time.monotonic() - t0 < T(5)
+    cl = srv.close_lines()
+    assert len(cl) == n and {c["reason"] for c in cl} == {"shutdown"}, srv.tail()
+    assert srv.summary()["connections"] == n
+
+
 # --------------------------------------------------------------------------------------
 # Idle timeout: ping after the timeout, close if nothing comes within a second timeout
 # --------------------------------------------------------------------------------------
