@@ -256,7 +256,7 @@ static int control_done(adieu_ws_conn_t *c, adieu_ws_opcode_t op, adieu_ws_event
     case ADIEU_WS_OP_CLOSE:
         return on_close(c, ev);
     default:
-        assert(!"not a control opcode");
+        assert(false && "not a control opcode");
         return 0;
     }
 }

@@ -82,8 +82,9 @@ typedef struct {
     adieu_ws_event_type_t type;
     adieu_ws_opcode_t opcode; /* MESSAGE: ADIEU_WS_OP_TEXT (valid UTF-8) or _BINARY */
     /* MESSAGE: the message. PING, PONG: the payload. CLOSE: the reason text, valid UTF-8,
-     * not NUL-terminated. FAIL: empty. Never NULL. Borrowed: valid until the next call on the
-     * connection (into the caller's input, or the connection's own storage). */
+     * not NUL-terminated. FAIL: empty. Never NULL. Borrowed: valid until the next
+     * adieu_ws_conn_recv() or adieu_ws_conn_free() on the connection (it points into the
+     * caller's input, or into the connection's own storage). */
     const uint8_t *data;
     size_t len;
     /* CLOSE: the peer's code, 1005 ("no status code", §7.4.1) when its close had none.
@@ -134,9 +135,9 @@ void adieu_ws_conn_free(adieu_ws_conn_t *c);
  *   1  one event in *ev; call again with the rest of the input, even an empty rest, after
  *      handling it (that call also releases the storage of an assembled message);
  *   0  the whole input was consumed (*consumed == len) and more is needed.
- * Never fails itself: a violation is a FAIL event. After FAIL, CLOSE from the peer or in
- * CLOSED state, the rest of the input and all later input is consumed and discarded.
- * Event payloads are valid until the next call on c. */
+ * Never fails itself: a violation is a FAIL event, whose call consumes (discards) the whole
+ * input. Once the peer's close was received or the connection failed, every later call
+ * consumes and discards its whole input and reports nothing. */
 int adieu_ws_conn_recv(adieu_ws_conn_t *c, uint8_t *data, size_t len, size_t *consumed,
                        adieu_ws_event_t *ev);
 

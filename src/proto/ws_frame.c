@@ -231,7 +231,7 @@ int adieu_ws_frame_parse(adieu_ws_frame_parser_t *p, uint8_t *data, size_t len, 
             rc = header_done(p, ev);
             break;
         default:
-            assert(!"unreachable parser state");
+            assert(false && "unreachable parser state");
             break;
         }
     }

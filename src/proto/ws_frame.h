@@ -6,9 +6,9 @@
  *
  * The parser never buffers a payload. It reports each frame's header once, then the payload
  * as chunks pointing into the caller's input, unmasked in place. Every frame-level rule is
- * checked as soon as the bytes that break it arrive, so a violation is reported without
- * waiting for the rest of the frame. Message-level rules (fragment order, UTF-8, message
- * size, close codes) belong to proto/ws_conn.h.
+ * checked as soon as the header field that can break it (the two fixed bytes, the extended
+ * length) is complete, so a violation is reported without waiting for the rest of the frame.
+ * Message-level rules (fragment order, UTF-8, message size, close codes) belong to proto/ws_conn.h.
  */
 #ifndef ADIEU_PROTO_WS_FRAME_H
 #define ADIEU_PROTO_WS_FRAME_H
@@ -88,7 +88,8 @@ void adieu_ws_frame_parser_init(adieu_ws_frame_parser_t *p, adieu_ws_role_t role
  *      are modified), and stays valid as long as the caller's buffer does;
  *   0  every byte was consumed and more are needed;
  *   ADIEU_EPROTO  the frame breaks RFC 6455 §5 (p->why says how); *consumed counts the
- *      bytes up to and including the one that showed it. The parser is FAILED from then on;
+ *      bytes up to the end of the header field that showed it. The parser is FAILED from
+ *      then on;
  *   ADIEU_EINVALID_STATE  called after a failure.
  * Masked payloads are unmasked a machine word at a time, the key's phase carried from one
  * chunk to the next, so any split of the input gives the same bytes. */

@@ -442,25 +442,42 @@ static bool compare(const uint8_t *p, size_t n, size_t cut)
     return ok;
 }
 
-/* Every string of one, two and three bytes. */
+/* Every string of one, two and three bytes, alone and followed by "zzz" (what comes after a
+ * sequence matters: a truncated one must fail on the 'z'), then every 4-byte sequence from a
+ * lead F0..F4 with its last byte at the edges of the continuation range. */
 static void utf8_differential_exhaustive(void)
 {
-    uint8_t b[3];
+    uint8_t b[6] = {0, 0, 0, 'z', 'z', 'z'};
     for (unsigned x = 0; x < 256; x++) {
         b[0] = (uint8_t)x;
-        if (!compare(b, 1, 0)) {
-            return;
-        }
         for (unsigned y = 0; y < 256; y++) {
             b[1] = (uint8_t)y;
-            if (!compare(b, 2, 1)) {
-                return;
-            }
             for (unsigned z = 0; z < 256; z++) {
                 b[2] = (uint8_t)z;
-                if (!compare(b, 3, (x + y + z) % 4)) {
+                if (!compare(b, 3, (x + y + z) % 4) || !compare(b, 6, (x + y + z) % 7)) {
                     fprintf(stderr, "  input %02x %02x %02x\n", x, y, z);
                     return;
+                }
+            }
+            if (!compare(b, 2, 1) || !compare(b, 1, 0)) {
+                return;
+            }
+        }
+    }
+    static const uint8_t last[] = {0x00, 0x7f, 0x80, 0xbf, 0xc0, 0xff};
+    uint8_t q[4];
+    for (unsigned x = 0xf0; x <= 0xf4; x++) {
+        for (unsigned y = 0; y < 256; y++) {
+            for (unsigned z = 0; z < 256; z++) {
+                for (size_t k = 0; k < sizeof(last); k++) {
+                    q[0] = (uint8_t)x;
+                    q[1] = (uint8_t)y;
+                    q[2] = (uint8_t)z;
+                    q[3] = last[k];
+                    if (!compare(q, 4, k % 5)) {
+                        fprintf(stderr, "  input %02x %02x %02x %02x\n", x, y, z, last[k]);
+                        return;
+                    }
                 }
             }
         }
