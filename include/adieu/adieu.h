@@ -26,6 +26,7 @@
 
 #include <uv.h>
 
+#include "adieu/alloc.h"
 #include "adieu/errors.h"
 #include "adieu/version.h"
 

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/alloc.h"
 #include "io/internal.h"
 #include "util/log.h"
 
@@ -73,8 +74,8 @@ static void conn_free(adieu_conn_t *conn)
     adieu__ws_free(conn);
     adieu_buf_free(&conn->out_pend);
     adieu_buf_free(&conn->out_fly);
-    free(conn->defer_heap);
-    free(conn);
+    adieu__free(conn->defer_heap);
+    adieu__free(conn);
 }
 
 adieu_conn_t *adieu_conn_ref(adieu_conn_t *conn)
@@ -572,7 +573,7 @@ static void on_timer(uv_timer_t *timer)
 void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockaddr *peer)
 {
     adieu_server_t *server = listener->server;
-    adieu_conn_t *conn = calloc(1, sizeof(*conn));
+    adieu_conn_t *conn = adieu__calloc(1, sizeof(*conn));
     if (conn == NULL) {
         close(fd);
         adieu_log(ADIEU_LOG_ERROR, "server", "connection dropped error=ENOMEM");
@@ -672,7 +673,7 @@ int adieu_conn_defer(adieu_conn_t *conn, void (*fn)(void *arg), void *arg)
         unsigned j = i - ADIEU__DEFER_INLINE;
         if (j == conn->defer_cap) {
             unsigned cap = conn->defer_cap ? conn->defer_cap * 2 : 8;
-            adieu_defer_t *p = realloc(conn->defer_heap, cap * sizeof(*p));
+            adieu_defer_t *p = adieu__realloc(conn->defer_heap, cap * sizeof(*p));
             if (p == NULL)
                 return ADIEU_ENOMEM;
             conn->defer_heap = p;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/alloc.h"
 #include "io/internal.h"
 #include "proto/handshake.h"
 #include "server/metrics.h"
@@ -66,7 +67,7 @@ static void upgrade(adieu_conn_t *conn, const adieu_handshake_t *hs, size_t head
     adieu_server_t *server = conn->server;
     char out[ADIEU_HANDSHAKE_RESPONSE_MAX];
     int n = adieu_handshake_write_101(hs, out, sizeof(out));
-    conn->ws = n > 0 ? calloc(1, sizeof(*conn->ws)) : NULL;
+    conn->ws = n > 0 ? adieu__calloc(1, sizeof(*conn->ws)) : NULL;
     if (conn->ws == NULL) {
         adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
         return;
@@ -86,7 +87,7 @@ static void upgrade(adieu_conn_t *conn, const adieu_handshake_t *hs, size_t head
     if (rest > 0 && conn->state != ADIEU__CONN_CLOSED) {
         /* NOTE: moved out first: the buffer is freed below, and frames are unmasked in
          * place. */
-        uint8_t *early = malloc(rest);
+        uint8_t *early = adieu__malloc(rest);
         if (early == NULL) {
             adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
             return;
@@ -94,7 +95,7 @@ static void upgrade(adieu_conn_t *conn, const adieu_handshake_t *hs, size_t head
         memcpy(early, adieu_buf_head(&conn->inbuf) + head_len, rest);
         adieu_buf_free(&conn->inbuf);
         adieu__ws_input(conn, early, rest);
-        free(early);
+        adieu__free(early);
         return;
     }
     adieu_buf_free(&conn->inbuf);
@@ -322,7 +323,7 @@ void adieu__ws_free(adieu_conn_t *conn)
     if (conn->ws == NULL)
         return;
     adieu_ws_conn_free(&conn->ws->c);
-    free(conn->ws);
+    adieu__free(conn->ws);
     conn->ws = NULL;
 }
 

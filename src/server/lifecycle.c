@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util/alloc.h"
 #include "io/internal.h"
 #include "util/log.h"
 
@@ -80,10 +81,10 @@ int adieu_server_new(uv_loop_t *loop, const adieu_config_t *cfg, adieu_server_t 
         c.write_high_watermark > c.write_hard_limit || c.max_connections == 0)
         return ADIEU_EINVAL;
 
-    adieu_server_t *server = calloc(1, sizeof(*server));
+    adieu_server_t *server = adieu__calloc(1, sizeof(*server));
     if (server == NULL)
         goto fail;
-    server->readbuf = malloc(READBUF_SIZE);
+    server->readbuf = adieu__malloc(READBUF_SIZE);
     if (server->readbuf == NULL)
         goto fail_server;
     server->readbuf_size = READBUF_SIZE;
@@ -108,7 +109,7 @@ int adieu_server_new(uv_loop_t *loop, const adieu_config_t *cfg, adieu_server_t 
     return 0;
 
 fail_server:
-    free(server);
+    adieu__free(server);
 fail:
     return ADIEU_ENOMEM;
 }
@@ -327,8 +328,8 @@ int adieu_server_free(adieu_server_t *server)
         return ADIEU_EINVALID_STATE;
     if (server->reserve_fd >= 0)
         close(server->reserve_fd);
-    free(server->readbuf);
-    free(server);
+    adieu__free(server->readbuf);
+    adieu__free(server);
     return 0;
 }
 

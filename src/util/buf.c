@@ -5,6 +5,7 @@
  * checks every size computation for overflow because the sizes it is asked for may come
  * straight from a peer's declared length.
  */
+#include "util/alloc.h"
 #include "util/buf.h"
 
 #include <assert.h>
@@ -30,7 +31,7 @@ void adieu_buf_init(adieu_buf_t *b)
 void adieu_buf_free(adieu_buf_t *b)
 {
     assert(b != NULL);
-    free(b->data);
+    adieu__free(b->data);
     adieu_buf_init(b);
 }
 
@@ -69,7 +70,7 @@ uint8_t *adieu_buf_reserve(adieu_buf_t *b, size_t n)
     size_t cap = grown_cap(b->cap, unread + n);
     uint8_t *data;
     if (b->off == 0) {
-        data = realloc(b->data, cap);
+        data = adieu__realloc(b->data, cap);
         if (data == NULL) {
             return NULL;
         }
@@ -77,12 +78,12 @@ uint8_t *adieu_buf_reserve(adieu_buf_t *b, size_t n)
         /* Only the unread bytes are worth keeping, so copy those alone instead of letting
          * realloc copy the consumed head as well. The old storage stays valid until the copy
          * succeeded, which keeps the buffer unchanged on failure. */
-        data = malloc(cap);
+        data = adieu__malloc(cap);
         if (data == NULL) {
             return NULL;
         }
         memcpy(data, b->data + b->off, unread);
-        free(b->data);
+        adieu__free(b->data);
     }
     b->data = data;
     b->cap = cap;
