@@ -228,11 +228,11 @@ static void drain_step(adieu_server_t *server)
 {
     /* Walk a private copy of the list: a callback may close other connections, and a
      * connection that finishes unlinks itself from whichever list holds it. */
-    adieu_list_t todo;
-    adieu_list_init(&todo);
-    adieu_list_splice(&todo, &server->conns);
-    while (!adieu_list_empty(&todo)) {
-        adieu_conn_t *conn = ADIEU_CONTAINER_OF(todo.next, adieu_conn_t, link);
+    adieu_list_t walk;
+    adieu_list_init(&walk);
+    adieu_list_splice(&walk, &server->conns);
+    while (!adieu_list_empty(&walk)) {
+        adieu_conn_t *conn = ADIEU_CONTAINER_OF(walk.next, adieu_conn_t, link);
         adieu_list_remove(&conn->link);
         adieu_list_push_back(&server->conns, &conn->link);
         if (conn->phase == ADIEU__PHASE_HTTP)

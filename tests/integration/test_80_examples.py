@@ -90,8 +90,8 @@ def test_exit_stack_releases_everything_on_every_path(stop):
     polite = [ex.connect() for _ in range(3)]
     for p in polite:
         assert roundtrip(p, b"x") == b"x"
-    stubborn = ex.connect()
-    assert roundtrip(stubborn, b"y") == b"y"
+    holdout = ex.connect()
+    assert roundtrip(holdout, b"y") == b"y"
     time.sleep(0.2)
     child.send_signal(signal.SIGKILL)
     child.wait()
@@ -104,7 +104,7 @@ def test_exit_stack_releases_everything_on_every_path(stop):
         time.sleep(0.2)
         ex.proc.send_signal(signal.SIGINT)
     code, out, _ = ex.finish(T(15))
-    stubborn.close()
+    holdout.close()
     acquired, released, out_of_order, loop_close = counts(out)
     assert acquired == 3 * 7
     assert released == acquired

@@ -11,8 +11,8 @@
 #define DEADLINE_MS 300
 
 static lc_server_t S;
-static lc_client_t polite;   /* closes at the server's FIN */
-static lc_client_t stubborn; /* never closes its side */
+static lc_client_t polite;  /* closes at the server's FIN */
+static lc_client_t holdout; /* never closes its side */
 static int answered;
 
 static void client_connected(lc_client_t *c, int status)
@@ -43,13 +43,13 @@ static void on_close(lc_conn_t *c, const adieu_close_info_t *info)
         CHECK(after < DEADLINE_MS);
 }
 
-/* The stubborn client had its FIN long ago; it goes once the server is done. */
+/* The holdout client had its FIN long ago; it goes once the server is done. */
 static void on_done(lc_server_t *s)
 {
     CHECK(s->done_at - s->shutdown_at >= DEADLINE_MS);
-    CHECK(stubborn.eof);
-    CHECK(!stubborn.closing);
-    lc_client_close(&stubborn);
+    CHECK(holdout.eof);
+    CHECK(!holdout.closing);
+    lc_client_close(&holdout);
 }
 
 static void setup(lc_client_t *c, bool keep_open)
@@ -66,13 +66,13 @@ int main(void)
     static const lc_hooks_t hooks = {.on_close = on_close, .on_done = on_done};
     lc_start(&S, NULL, &hooks);
     setup(&polite, false);
-    setup(&stubborn, true);
+    setup(&holdout, true);
 
     lc_run(&S);
 
     CHECK_EQ(S.nconns, 2);
     lc_conn_t *p = lc_conn_of(&S, &polite);
-    lc_conn_t *s = lc_conn_of(&S, &stubborn);
+    lc_conn_t *s = lc_conn_of(&S, &holdout);
     if (CHECK(p != NULL && s != NULL)) {
         lc_check_conn(p, ADIEU_REASON_SHUTDOWN, 0);
         lc_check_conn(s, ADIEU_REASON_SHUTDOWN_TIMEOUT, 0);
@@ -81,7 +81,7 @@ int main(void)
     }
     CHECK(polite.eof);
     CHECK_EQ(polite.msgs_at_end, 1);
-    CHECK_EQ(stubborn.msgs_at_end, 1);
+    CHECK_EQ(holdout.msgs_at_end, 1);
 
     adieu_stats_t st = lc_stats(&S);
     CHECK_EQ(st.closed[ADIEU_FRAMED][ADIEU_REASON_SHUTDOWN], 1);
