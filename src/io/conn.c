@@ -44,6 +44,10 @@ static bool reason_overrides(adieu_reason_t current, adieu_reason_t next)
                current == ADIEU_REASON_LOCAL || current == ADIEU_REASON_NORMAL;
     case ADIEU_REASON_CLOSE_TIMEOUT:
         return current == ADIEU_REASON_LOCAL || current == ADIEU_REASON_NORMAL;
+    case ADIEU_REASON_SERVER_ERROR:
+        /* Out of memory in the middle of a cooperative close: it did not finish cleanly. */
+        return current == ADIEU_REASON_SHUTDOWN || current == ADIEU_REASON_PEER_EOF ||
+               current == ADIEU_REASON_LOCAL || current == ADIEU_REASON_NORMAL;
     default:
         return false;
     }
@@ -245,8 +249,11 @@ void adieu__conn_pump(adieu_conn_t *conn)
     adieu_list_remove(&conn->dirty);
     if (conn->state == ADIEU__CONN_CLOSED)
         return;
-    if (conn->phase == ADIEU__PHASE_WS)
+    if (conn->phase == ADIEU__PHASE_WS) {
         adieu__ws_collect_output(conn);
+        if (conn->state == ADIEU__CONN_CLOSED)
+            return;
+    }
     flush(conn);
     if (conn->state != ADIEU__CONN_CLOSING || conn->writing || queued(conn) > 0 ||
         conn->holds > 0 || conn->shutdown_sent)
@@ -575,8 +582,17 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
     adieu_server_t *server = listener->server;
     adieu_conn_t *conn = adieu__calloc(1, sizeof(*conn));
     if (conn == NULL) {
+        /* SPEC section 4: an accepted connection is counted, and closed once with its close
+         * line, even the one there was no memory for. */
+        char addr[ADIEU__PEER_MAX];
+        adieu__format_addr(peer, addr, sizeof(addr));
         close(fd);
-        adieu_log(ADIEU_LOG_ERROR, "server", "connection dropped error=ENOMEM");
+        server->stats.connections++;
+        server->stats.opened[listener->proto]++;
+        server->stats.closed[listener->proto][ADIEU_REASON_SERVER_ERROR]++;
+        adieu_log(ADIEU_LOG_ERROR, "conn",
+                  "closed peer=%s proto=%s reason=server_error detail=\"out of memory\"", addr,
+                  adieu_proto_name(listener->proto));
         return;
     }
     conn->server = server;

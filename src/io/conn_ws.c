@@ -37,11 +37,12 @@ void adieu__ws_accept(adieu_conn_t *conn)
 static void answer_and_close(adieu_conn_t *conn, const char *bytes, int n, adieu_reason_t reason,
                              const char *detail)
 {
-    if (n > 0)
-        adieu__conn_out_append(conn, bytes, (size_t)n);
+    /* An answer that could not be queued was not given: the close says so. */
+    if (n <= 0 || adieu__conn_out_append(conn, bytes, (size_t)n) < 0)
+        reason = ADIEU_REASON_SERVER_ERROR;
     if (detail != NULL)
         snprintf(conn->detail, sizeof(conn->detail), "%s", detail);
-    adieu__conn_begin_close(conn, n > 0 ? reason : ADIEU_REASON_SERVER_ERROR, 0);
+    adieu__conn_begin_close(conn, reason, 0);
 }
 
 static void answer_metrics(adieu_conn_t *conn)
@@ -52,11 +53,17 @@ static void answer_metrics(adieu_conn_t *conn)
     int n = -1;
     if (adieu__metrics_format(&conn->server->stats, &body) == 0)
         n = adieu_handshake_write_metrics_head(adieu_buf_size(&body), head, sizeof(head));
-    if (n > 0 && adieu_buf_append(&conn->out_pend, head, (size_t)n) == 0 &&
-        adieu__conn_out_append(conn, adieu_buf_head(&body), adieu_buf_size(&body)) == 0)
+    /* Head and body are queued together or not at all: never a head without its body. */
+    size_t len = adieu_buf_size(&body);
+    uint8_t *dst = n > 0 ? adieu_buf_reserve(&conn->out_pend, (size_t)n + len) : NULL;
+    if (dst != NULL) {
+        memcpy(dst, head, (size_t)n);
+        memcpy(dst + n, adieu_buf_head(&body), len);
+        adieu_buf_commit(&conn->out_pend, (size_t)n + len);
         adieu__conn_begin_close(conn, ADIEU_REASON_HTTP_DONE, 0);
-    else
+    } else {
         adieu__conn_begin_close(conn, ADIEU_REASON_SERVER_ERROR, 0);
+    }
     adieu_buf_free(&body);
 }
 
@@ -68,13 +75,16 @@ static void upgrade(adieu_conn_t *conn, const adieu_handshake_t *hs, size_t head
     char out[ADIEU_HANDSHAKE_RESPONSE_MAX];
     int n = adieu_handshake_write_101(hs, out, sizeof(out));
     conn->ws = n > 0 ? adieu__calloc(1, sizeof(*conn->ws)) : NULL;
-    if (conn->ws == NULL) {
+    if (conn->ws != NULL) {
+        adieu_ws_conn_init(&conn->ws->c, server->cfg.max_message);
+        conn->ws->subprotocol = hs->subprotocol;
+    }
+    /* The 101 must be queued before the application is told: a peer that never gets it
+     * would wait forever on a connection the application believes open. */
+    if (conn->ws == NULL || adieu__conn_out_append(conn, out, (size_t)n) < 0) {
         adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
         return;
     }
-    adieu_ws_conn_init(&conn->ws->c, server->cfg.max_message);
-    conn->ws->subprotocol = hs->subprotocol;
-    adieu__conn_out_append(conn, out, (size_t)n);
     conn->phase = ADIEU__PHASE_WS;
     server->nhttp--;
     adieu__conn_start_idle(conn);
@@ -290,8 +300,13 @@ void adieu__ws_collect_output(adieu_conn_t *conn)
     const uint8_t *bytes;
     size_t n;
     while ((n = adieu_ws_conn_output(&conn->ws->c, &bytes)) > 0) {
-        if (adieu__conn_out_append(conn, bytes, n) < 0)
+        if (adieu__conn_out_append(conn, bytes, n) < 0) {
+            /* A pong or close frame we owe cannot be queued, and nothing would retry it:
+             * the close handshake could only end in close_timeout, blaming the peer. */
+            snprintf(conn->detail, sizeof(conn->detail), "out of memory");
+            adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
             return;
+        }
         adieu_ws_conn_output_consume(&conn->ws->c, n);
     }
 }

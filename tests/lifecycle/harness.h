@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * harness.h: what every lifecycle test shares (STYLE 2.7, "Lifecycle"). A test runs a real
- * libuv loop with an adieu server listening on 127.0.0.1:0 (ADIEU_FRAMED) and drives uv_tcp
- * clients from the same loop, so every step is a loop event: nothing sleeps to wait for
- * another step, and a watchdog timer fails a test that runs too long.
+ * libuv loop with an adieu server listening on 127.0.0.1:0 (ADIEU_FRAMED; lc_listen_ws() adds
+ * ADIEU_WEBSOCKET) and drives uv_tcp clients from the same loop, so every step is a loop event:
+ * nothing sleeps to wait for another step, and a watchdog timer fails a test that runs too long.
  *
  * The server side records. Every connection handed to the application gets an lc_conn_t
  * (its adieu_conn_set_data() pointer) that counts each callback, keeps the close reason and
@@ -59,6 +59,7 @@ typedef struct {
     lc_conn_t *rec;
     int id;
     int ran;
+    bool registered; /* adieu_conn_defer() returned 0 */
 } lc_defer_t;
 
 /* What the harness recorded about one connection handed to the application. */
@@ -66,6 +67,7 @@ struct lc_conn {
     lc_server_t *s;
     adieu_conn_t *conn; /* borrowed until on_close returns, unless the test took a reference */
     int index;          /* order of on_open on this server, from 0 */
+    adieu_proto_t proto;
     int opens;
     int messages;
     int shutdowns;
@@ -80,6 +82,10 @@ struct lc_conn {
     uint64_t closed_at;
     lc_defer_t defers[LC_DEFERS];
     int defers_ran;
+    /* The clean-ups registered, in order: all LC_DEFERS unless tolerate_enomem let
+     * adieu_conn_defer() fail (that one is then expected never to run). */
+    int defers_registered;
+    int defer_order[LC_DEFERS];
     char trace[LC_TRACE_MAX];
     void *data; /* the test's */
 };
@@ -101,6 +107,10 @@ struct lc_server {
     adieu_config_t cfg;
     lc_hooks_t hooks;
     int port;
+    int ws_port; /* lc_listen_ws(): the WebSocket listener's port, 0 if none */
+    /* Allocation-failure tests: adieu_conn_defer() may return ADIEU_ENOMEM at on_open; that
+     * clean-up is then not registered and must not run. */
+    bool tolerate_enomem;
     lc_conn_t conns[LC_MAX_CONNS];
     int nconns;
     lc_client_t *clients[LC_MAX_CLIENTS];
@@ -127,6 +137,7 @@ struct lc_client {
     lc_server_t *s;
     int index;
     unsigned prefix_bytes;
+    int port; /* the port to connect to; 0 (the default) is the framed listener's */
     /* options */
     int rcvbuf;     /* SO_RCVBUF set before connecting; 0 keeps the default */
     bool no_read;   /* do not start reading when connected */
@@ -134,6 +145,9 @@ struct lc_client {
     /* hooks */
     void (*on_connect)(lc_client_t *c, int status);
     void (*on_message)(lc_client_t *c, const uint8_t *data, size_t len);
+    /* If set, every received chunk is handed over as it is, instead of being parsed as
+     * framed messages (a WebSocket or HTTP client written in the test). */
+    void (*on_data)(lc_client_t *c, const uint8_t *data, size_t len);
     void (*on_end)(lc_client_t *c); /* EOF (eof) or a read error (read_err) */
     void (*on_closed)(lc_client_t *c);
     void *data;
@@ -168,6 +182,15 @@ void lc__start(lc_server_t *s, const adieu_config_t *cfg, const lc_hooks_t *hook
 /* Initialises s and its loop, sets the log level (WARN, or $LC_LOG_LEVEL), creates the server
  * with cfg (NULL: defaults), listens on 127.0.0.1:0 and arms the watchdog. */
 #define lc_start(s, cfg, hooks) lc__start((s), (cfg), (hooks), check__result)
+int lc__try_start(lc_server_t *s, const adieu_config_t *cfg, const lc_hooks_t *hooks,
+                  lc_report_fn report);
+/* Like lc_start(), for a server that may fail to start (allocation-failure tests): returns
+ * 0, or the error of adieu_server_new() or adieu_server_listen(), in which case the server is
+ * freed and the loop closed again, and the test goes on without them. */
+#define lc_try_start(s, cfg, hooks) lc__try_start((s), (cfg), (hooks), check__result)
+/* Also listens for WebSocket connections (and plain HTTP) on 127.0.0.1:0 with the recording
+ * handler, and sets s->ws_port. Returns 0 or the error of adieu_server_listen(). */
+int lc_listen_ws(lc_server_t *s);
 /* Runs the loop until nothing keeps it alive. */
 void lc_run(lc_server_t *s);
 void lc__finish(lc_server_t *s, const char *file, int line);
@@ -183,7 +206,8 @@ void lc_arrive(lc_server_t *s);
 
 uint64_t lc_now(lc_server_t *s);
 adieu_stats_t lc_stats(const lc_server_t *s);
-/* The server's record of a client's connection (matched by address), NULL if none. */
+/* The server's record of a client's connection (matched by address and listener), NULL if
+ * none. */
 lc_conn_t *lc_conn_of(lc_server_t *s, const lc_client_t *c);
 /* Prints every connection's trace and every client's state on stderr. */
 void lc_dump(const lc_server_t *s);
