@@ -25,6 +25,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void on_timer(uv_timer_t *timer);
 static void flush(adieu_conn_t *conn);
+static void written(adieu_conn_t *conn, size_t bytes);
 
 /* Reasons that replace a tentative one: the deadline and force end a graceful close that
  * did not finish; a reset ends a cooperative close (drain, half-close, local) that then did
@@ -78,6 +79,7 @@ static void conn_free(adieu_conn_t *conn)
     adieu__ws_free(conn);
     adieu_buf_free(&conn->out_pend);
     adieu_buf_free(&conn->out_fly);
+    adieu_buf_free(&conn->msg_ends);
     adieu__free(conn->defer_heap);
     adieu__free(conn);
 }
@@ -197,7 +199,10 @@ void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err)
     run_defers(conn);
 
     /* NOTE: closing the TCP handle cancels a write in flight (its callback sees
-     * UV_ECANCELED); the buffers stay allocated until the object is freed. */
+     * UV_ECANCELED); the buffers stay allocated until the object is freed. What libuv
+     * already wrote of it is counted first: those messages reached the socket. */
+    if (conn->writing && adieu_buf_size(&conn->out_fly) >= conn->tcp.write_queue_size)
+        written(conn, adieu_buf_size(&conn->out_fly) - conn->tcp.write_queue_size);
     uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
     adieu__server_check_done(server);
@@ -279,11 +284,19 @@ void adieu__conn_pump(adieu_conn_t *conn)
 
 /* ---- output ---------------------------------------------------------------------------- */
 
-static void written(adieu_conn_t *conn, size_t bytes, uint32_t msgs)
+static void written(adieu_conn_t *conn, size_t bytes)
 {
     adieu_proto_t proto = conn->proto;
     conn->server->stats.bytes_out[proto] += bytes;
-    conn->server->stats.messages_out[proto] += msgs;
+    conn->out_written += bytes;
+    while (adieu_buf_size(&conn->msg_ends) >= sizeof(uint64_t)) {
+        uint64_t end;
+        memcpy(&end, adieu_buf_head(&conn->msg_ends), sizeof(end));
+        if (end > conn->out_written)
+            break;
+        adieu_buf_consume(&conn->msg_ends, sizeof(end));
+        conn->server->stats.messages_out[proto]++;
+    }
 }
 
 /* Called when the queue shrank: resume reading and owe on_drain at the low watermark. */
@@ -313,10 +326,9 @@ static void on_write(uv_write_t *req, int status)
         adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, status);
         return;
     }
-    written(conn, adieu_buf_size(&conn->out_fly), conn->fly_msgs);
+    written(conn, adieu_buf_size(&conn->out_fly));
     adieu_buf_reset(&conn->out_fly);
     adieu_buf_shrink(&conn->out_fly, conn->server->cfg.write_high_watermark);
-    conn->fly_msgs = 0;
     queue_shrunk(conn);
     adieu__conn_pump(conn);
 }
@@ -335,22 +347,19 @@ static void flush(adieu_conn_t *conn)
         return;
     }
     if (n == (int)b.len) {
-        written(conn, (size_t)n, conn->pend_msgs);
+        written(conn, (size_t)n);
         adieu_buf_reset(&conn->out_pend);
         adieu_buf_shrink(&conn->out_pend, conn->server->cfg.write_high_watermark);
-        conn->pend_msgs = 0;
         queue_shrunk(conn);
         return;
     }
     if (n > 0) {
-        written(conn, (size_t)n, 0);
+        written(conn, (size_t)n);
         adieu_buf_consume(&conn->out_pend, (size_t)n);
     }
     adieu_buf_t tmp = conn->out_fly;
     conn->out_fly = conn->out_pend;
     conn->out_pend = tmp;
-    conn->fly_msgs = conn->pend_msgs;
-    conn->pend_msgs = 0;
     b = uv_buf_init((char *)adieu_buf_head(&conn->out_fly),
                     (unsigned)adieu_buf_size(&conn->out_fly));
     conn->write_req.data = conn;
@@ -378,6 +387,7 @@ int adieu__conn_out_append(adieu_conn_t *conn, const void *data, size_t len)
 {
     if (adieu_buf_append(&conn->out_pend, data, len) < 0)
         return ADIEU_ENOMEM;
+    conn->out_queued += len;
     if (!conn->in_read)
         adieu__conn_mark_dirty(conn);
     /* Control frames (a ping flood's pongs) count against the watermark like messages. */
@@ -411,7 +421,13 @@ int adieu_conn_send(adieu_conn_t *conn, adieu_opcode_t opcode, const void *data,
     if (len > 0)
         memcpy(dst + plen, data, len);
     adieu_buf_commit(&conn->out_pend, total);
-    conn->pend_msgs++;
+    conn->out_queued += total;
+    if (adieu_buf_append(&conn->msg_ends, &conn->out_queued, sizeof(conn->out_queued)) < 0) {
+        /* Queued but not countable: roll the message back rather than miscount it. */
+        conn->out_queued -= total;
+        conn->out_pend.len -= total;
+        return ADIEU_ENOMEM;
+    }
     if (!conn->in_read)
         adieu__conn_mark_dirty(conn);
     if (over_high_watermark(conn)) {

@@ -60,6 +60,7 @@ static void answer_metrics(adieu_conn_t *conn)
         memcpy(dst, head, (size_t)n);
         memcpy(dst + n, adieu_buf_head(&body), len);
         adieu_buf_commit(&conn->out_pend, (size_t)n + len);
+        conn->out_queued += (size_t)n + len;
         adieu__conn_begin_close(conn, ADIEU_REASON_HTTP_DONE, 0);
     } else {
         adieu__conn_begin_close(conn, ADIEU_REASON_SERVER_ERROR, 0);

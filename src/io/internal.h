@@ -115,8 +115,12 @@ struct adieu_conn_s {
      * in the steady state. */
     adieu_buf_t out_pend;
     adieu_buf_t out_fly;
-    uint32_t pend_msgs;
-    uint32_t fly_msgs;
+    /* messages_out counts a message once its last byte is written (SPEC section 4), also
+     * when a close cuts a write short: the stream offsets where queued messages end wait
+     * here (a reused queue of uint64_t), against the bytes queued and written so far. */
+    adieu_buf_t msg_ends;
+    uint64_t out_queued;
+    uint64_t out_written;
 
     adieu_defer_t defer_inline[ADIEU__DEFER_INLINE];
     adieu_defer_t *defer_heap;

@@ -150,11 +150,18 @@ WS_UNAVAILABLE_RE = r"listener (?:is )?not available in this version"
 class Server:
     """A running build/adieu-server with its stderr collected line by line."""
 
-    def __init__(self, args, expect_listen=True, nofile_soft=None):
+    def __init__(self, args, expect_listen=True, nofile_soft=None, nofile=None, host=HOST,
+                 wrapper=None):
+        """nofile_soft: the open-file soft limit the server starts with; nofile: both the
+        soft and the hard limit (the server raises its soft limit to the hard one, so only
+        this caps it). host: the address its listening lines name (the listeners' own
+        addresses are in args). wrapper: argv put in front of the binary (valgrind ...)."""
         if not SERVER_BIN.exists():
             pytest.fail(f"{SERVER_BIN} does not exist: build it first "
                         f"(cmake -S . -B build && cmake --build build)")
-        self.args = [str(SERVER_BIN)] + [str(a) for a in args]
+        self.host = host
+        self.args = ([str(a) for a in wrapper or []] + [str(SERVER_BIN)]
+                     + [str(a) for a in args])
         self._lines = []  # (monotonic time, text)
         self._cond = threading.Condition()
         self._eof = False
@@ -168,7 +175,8 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl+C on the terminal reaches only pytest
-            preexec_fn=None if nofile_soft is None else (lambda: _set_nofile_soft(nofile_soft)),
+            preexec_fn=(None if nofile_soft is None and nofile is None
+                        else (lambda: _set_nofile(nofile_soft, nofile))),
         )
         self.pid = self.proc.pid
         self.stdout_data = b""
@@ -197,7 +205,8 @@ class Server:
         if self.ws_on:
             try:
                 m = self.wait_for_line(
-                    r" INFO server: listening proto=ws addr=127\.0\.0\.1:(\d+) app=(\w+)"
+                    r" INFO server: listening proto=ws addr=" + re.escape(self.host)
+                    + r":(\d+) app=(\w+)"
                     r"(?:\s|$)|" + WS_UNAVAILABLE_RE, T(10))
             except AssertionError:
                 if any(re.search(WS_UNAVAILABLE_RE, l) for l in self.lines()):
@@ -215,7 +224,8 @@ class Server:
                 self._ws_port = int(m.group(1))
         if self.frame_on:
             m = self.wait_for_line(
-                r" INFO server: listening proto=frame addr=127\.0\.0\.1:(\d+) app=(\w+)(\s|$)",
+                r" INFO server: listening proto=frame addr=" + re.escape(self.host)
+                + r":(\d+) app=(\w+)(\s|$)",
                 T(10))
             self.port = int(m.group(1))
 
@@ -396,6 +406,18 @@ def _set_nofile_soft(soft):
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
 
 
+def _set_nofile(soft, both):
+    """In the child before exec: nofile caps soft and hard limits (lowering the hard limit
+    is allowed to anyone); nofile_soft alone only the soft one."""
+    import resource
+    if both is not None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        both = min(both, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (both, both))
+    if soft is not None:
+        _set_nofile_soft(soft)
+
+
 def _flag_value(args, name):
     """The value given to flag name in an argv list (the last one wins), or None."""
     value = None
@@ -417,16 +439,20 @@ def server_args(*extra, app="demo", ws="off", frame=f"{HOST}:0"):
 @pytest.fixture
 def start_server():
     """Factory: start_server(*extra_flags, app="demo", ws="off", frame="127.0.0.1:0",
-    nofile_soft=None) -> Server, listening (nofile_soft: the open-file soft limit the server
-    starts with; ws=WS_ANY for a WebSocket listener on a free port, see Server.ws_port;
-    frame="off" for none).
+    nofile_soft=None, nofile=None, host="127.0.0.1", wrapper=None) -> Server, listening
+    (nofile_soft: the open-file soft limit the server starts with; nofile: soft and hard
+    limit; ws=WS_ANY for a WebSocket listener on a free port, see Server.ws_port;
+    frame="off" for none; host: the address the listeners are given in ws=/frame=, when not
+    127.0.0.1; wrapper: argv run in front of the binary, e.g. valgrind).
     At teardown: kills the PID if still running, then checks that no ERROR line appeared
     (unless server.allow_error), that every line is well-formed, one close line per peer,
     and (after a graceful exit) that the summary counts one connection per close line."""
     servers = []
 
-    def start(*extra, app="demo", ws="off", frame=f"{HOST}:0", nofile_soft=None):
-        s = Server(server_args(*extra, app=app, ws=ws, frame=frame), nofile_soft=nofile_soft)
+    def start(*extra, app="demo", ws="off", frame=f"{HOST}:0", nofile_soft=None, nofile=None,
+              host=HOST, wrapper=None):
+        s = Server(server_args(*extra, app=app, ws=ws, frame=frame), nofile_soft=nofile_soft,
+                   nofile=nofile, host=host, wrapper=wrapper)
         servers.append(s)
         return s
 
@@ -630,6 +656,30 @@ def socket_is_closed_by_server(sock):
     except ConnectionResetError:
         return True
     return data == b""
+
+
+def record_figures(name, **figures):
+    """A measured result for docs/RELIABILITY.md: printed (pytest -s shows it) and, when
+    ADIEU_FIGURES names a file, appended to it as one JSON object per line."""
+    import json
+    print(f"FIGURE {name} " + " ".join(f"{k}={v}" for k, v in figures.items()))
+    out = os.environ.get("ADIEU_FIGURES")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps({"name": name, "sanitized": SANITIZED, **figures}) + "\n")
+
+
+def proc_cpu_seconds(pid):
+    """User + system CPU time process pid has used so far, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_fd_count(pid):
+    """How many descriptors process pid holds open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def server_socket_count(pid):
