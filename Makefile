@@ -6,6 +6,7 @@
 #   make test         install the test set, build build/, run every test
 #   make sanitize     the same tests in build-asan/ with AddressSanitizer + UBSan
 #   make memcheck     the lifecycle tests under valgrind
+#   make soak         1,000,000 connections against build/ (SOAK_ARGS=...), docs/soak.*
 #   make build | clean | format | format-check | lint-proto
 
 BUILD      ?= build
@@ -48,7 +49,8 @@ PROTO_DIR       := src/proto
 PROTO_PATHS     := $(PROTO_DIR) src/util/buf.c src/util/buf.h src/util/json.c src/util/json.h
 PROTO_FORBIDDEN := \#[[:space:]]*include[[:space:]]*<(uv\.h|uv/|sys/socket\.h|netinet/|arpa/|netdb\.h|sys/un\.h)|adieu/adieu\.h|\<uv_|clock_gettime|\<time\(|gettimeofday|adieu_log
 
-.PHONY: all run build test sanitize memcheck clean format format-check lint-proto deps deps-test
+.PHONY: all run build test sanitize memcheck soak clean format format-check lint-proto deps \
+        deps-test
 
 all: build
 
@@ -95,6 +97,10 @@ format:
 
 format-check:
 	$(FORMAT_FILES) | xargs -0 -r $(CLANG_FORMAT) --dry-run --Werror
+
+# Not part of `make test`: minutes, and it rewrites docs/soak.{csv,md,png}.
+soak: build
+	bash scripts/soak --build $(BUILD) $(SOAK_ARGS)
 
 lint-proto:
 	@if [ ! -d $(PROTO_DIR) ]; then echo "lint-proto: no $(PROTO_DIR)/"; exit 1; fi
