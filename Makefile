@@ -7,6 +7,8 @@
 #   make sanitize     the same tests in build-asan/ with AddressSanitizer + UBSan
 #   make memcheck     the lifecycle tests under valgrind
 #   make soak         1,000,000 connections against build/ (SOAK_ARGS=...), docs/soak.*
+#   make fuzz         the libFuzzer harnesses in build-fuzz/ (clang-14), FUZZ_SECONDS=60 each
+#   make fuzz-ci      the same, FUZZ_CI_SECONDS=20 each (CI)
 #   make build | clean | format | format-check | lint-proto
 
 BUILD      ?= build
@@ -97,6 +99,32 @@ format:
 
 format-check:
 	$(FORMAT_FILES) | xargs -0 -r $(CLANG_FORMAT) --dry-run --Werror
+
+# libFuzzer with ASan + UBSan needs clang: build-fuzz/ holds only the harnesses (fuzz_all).
+# fuzz/run fuzzes each on a copy of its corpus, prints exec/s and total runs per harness, and
+# fails on any crash, leak, timeout or broken invariant (inputs saved in build-fuzz/fuzz-work/).
+FUZZ_BUILD      ?= build-fuzz
+FUZZ_CC         ?= clang-14
+FUZZ_SECONDS    ?= 60
+FUZZ_CI_SECONDS ?= 20
+FUZZ_CORES      ?= frame http ws_frame utf8 ws_conn json
+
+# $(call fuzz_run,SECONDS): build the harnesses and run each for SECONDS.
+define fuzz_run
+$(INSTALL_DEPS) test
+cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=$(FUZZ_CC) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+    -DADIEU_FUZZ=ON -DADIEU_TESTS=OFF -DADIEU_WERROR=$(WERROR)
+cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_all
+bash fuzz/run -t $(1) -b $(FUZZ_BUILD) $(FUZZ_CORES)
+endef
+
+.PHONY: fuzz fuzz-ci
+
+fuzz:
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-ci:
+	$(call fuzz_run,$(FUZZ_CI_SECONDS))
 
 # Not part of `make test`: minutes, and it rewrites docs/soak.{csv,md,png}.
 soak: build
