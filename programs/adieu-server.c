@@ -35,6 +35,8 @@ static const char usage_text[] =
     "  --max-message BYTES           largest message accepted (default 16777216)\n"
     "  --drain-timeout SECONDS       graceful shutdown deadline (default 10)\n"
     "  --idle-timeout SECONDS        close connections silent that long (default 0: off)\n"
+    "  --keepalive SECONDS           TCP keep-alive: probe after that much silence, close a\n"
+    "                                peer silent twice that long (default 60; 0: off)\n"
     "  --handshake-timeout SECONDS   time for a complete upgrade request (default 10)\n"
     "  --max-header BYTES            HTTP request line + headers (default 8192)\n"
     "  --max-connections N           open connections at once (default 10000)\n"
@@ -122,6 +124,9 @@ static int apply_flag(options_t *o, const char *name, const char *v)
     } else if (strcmp(name, "--drain-timeout") == 0) {
         if (parse_seconds(v, &o->drain_ms) < 0)
             return bad_flag("bad seconds for --drain-timeout: %s", v);
+    } else if (strcmp(name, "--keepalive") == 0) {
+        if (parse_seconds(v, &o->cfg.keepalive_ms) < 0)
+            return bad_flag("bad seconds for --keepalive: %s", v);
     } else if (strcmp(name, "--idle-timeout") == 0) {
         if (parse_seconds(v, &o->cfg.idle_timeout_ms) < 0)
             return bad_flag("bad seconds for --idle-timeout: %s", v);

@@ -125,6 +125,10 @@ typedef struct {
     unsigned prefix_bytes;           /* framed length prefix, 2 or 4 (default 2); with 2,
                                         messages are at most 65535 bytes whatever max_message */
     uint64_t idle_timeout_ms;        /* close connections silent this long; 0 = off */
+    uint64_t keepalive_ms;           /* TCP keep-alive: probes after this much silence, and
+                                        a peer that acknowledges nothing (probes or data)
+                                        for twice this long is closed idle_timeout with
+                                        ETIMEDOUT (TCP_USER_TIMEOUT); 0 = off (default 60 s) */
     uint64_t handshake_timeout_ms;   /* WebSocket upgrade deadline (default 10 s) */
     size_t max_header;               /* HTTP request line + headers (default 8192) */
     unsigned max_connections;        /* open connections at once (default 10000) */

@@ -13,7 +13,10 @@
  *    handles have closed.
  */
 #include <assert.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -41,6 +44,7 @@ static bool reason_overrides(adieu_reason_t current, adieu_reason_t next)
     case ADIEU_REASON_FORCED:
         return current != ADIEU_REASON_SHUTDOWN_TIMEOUT && current != ADIEU_REASON_FORCED;
     case ADIEU_REASON_PEER_RESET:
+    case ADIEU_REASON_IDLE_TIMEOUT: /* from the kernel: keep-alive or TCP_USER_TIMEOUT */
         return current == ADIEU_REASON_SHUTDOWN || current == ADIEU_REASON_PEER_EOF ||
                current == ADIEU_REASON_LOCAL || current == ADIEU_REASON_NORMAL;
     case ADIEU_REASON_CLOSE_TIMEOUT:
@@ -52,6 +56,14 @@ static bool reason_overrides(adieu_reason_t current, adieu_reason_t next)
     default:
         return false;
     }
+}
+
+/* The reason for a failed system call on the socket. ETIMEDOUT is the kernel giving up on
+ * a peer that stopped acknowledging (keep-alive probes or data unacknowledged past
+ * TCP_USER_TIMEOUT): a silent peer, so idle_timeout; anything else is a reset. */
+static adieu_reason_t sys_reason(int err)
+{
+    return err == UV_ETIMEDOUT ? ADIEU_REASON_IDLE_TIMEOUT : ADIEU_REASON_PEER_RESET;
 }
 
 static adieu_log_level_t reason_level(adieu_reason_t reason)
@@ -121,7 +133,7 @@ static void read_start(adieu_conn_t *conn)
     if (rc == 0)
         conn->reading = true;
     else
-        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, rc);
+        adieu__conn_finish(conn, sys_reason(rc), rc);
 }
 
 static void read_stop(adieu_conn_t *conn)
@@ -239,7 +251,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
     if (conn->state == ADIEU__CONN_CLOSED)
         return;
     if (status < 0) {
-        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, status);
+        adieu__conn_finish(conn, sys_reason(status), status);
         return;
     }
     conn->state = ADIEU__CONN_LINGERING;
@@ -279,7 +291,7 @@ void adieu__conn_pump(adieu_conn_t *conn)
     conn->shutdown_req.data = conn;
     int rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown_done);
     if (rc < 0)
-        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, rc);
+        adieu__conn_finish(conn, sys_reason(rc), rc);
 }
 
 /* ---- output ---------------------------------------------------------------------------- */
@@ -323,7 +335,7 @@ static void on_write(uv_write_t *req, int status)
     if (conn->state == ADIEU__CONN_CLOSED)
         return; /* canceled by the close; nothing is owed any more */
     if (status < 0) {
-        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, status);
+        adieu__conn_finish(conn, sys_reason(status), status);
         return;
     }
     written(conn, adieu_buf_size(&conn->out_fly));
@@ -343,7 +355,7 @@ static void flush(adieu_conn_t *conn)
                              (unsigned)adieu_buf_size(&conn->out_pend));
     int n = uv_try_write((uv_stream_t *)&conn->tcp, &b, 1);
     if (n < 0 && n != UV_EAGAIN) {
-        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, n);
+        adieu__conn_finish(conn, sys_reason(n), n);
         return;
     }
     if (n == (int)b.len) {
@@ -365,7 +377,7 @@ static void flush(adieu_conn_t *conn)
     conn->write_req.data = conn;
     int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, &b, 1, on_write);
     if (rc < 0) {
-        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, rc);
+        adieu__conn_finish(conn, sys_reason(rc), rc);
         return;
     }
     conn->writing = true;
@@ -521,7 +533,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        adieu__conn_finish(conn, ADIEU_REASON_PEER_RESET, (int)nread);
+        adieu__conn_finish(conn, sys_reason((int)nread), (int)nread);
         return;
     }
     conn->server->stats.bytes_in[conn->proto] += (uint64_t)nread;
@@ -593,22 +605,53 @@ static void on_timer(uv_timer_t *timer)
 
 /* ---- accept ---------------------------------------------------------------------------- */
 
+void adieu__conn_drop(adieu_listener_t *listener, int fd, const struct sockaddr *peer,
+                      adieu_reason_t reason, int sys_err, const char *detail)
+{
+    /* SPEC section 4: an accepted connection is counted, and closed once with its close
+     * line, even one that never got a connection object. */
+    adieu_server_t *server = listener->server;
+    char addr[ADIEU__PEER_MAX];
+    adieu__format_addr(peer, addr, sizeof(addr));
+    close(fd);
+    server->stats.connections++;
+    server->stats.opened[listener->proto]++;
+    server->stats.closed[listener->proto][reason]++;
+    char err[48] = "";
+    if (sys_err != 0)
+        snprintf(err, sizeof(err), " errno=%s", adieu_err_name(sys_err));
+    adieu_log(reason_level(reason), "conn", "closed peer=%s proto=%s reason=%s%s detail=\"%s\"",
+              addr, adieu_proto_name(listener->proto), adieu_reason_name(reason), err, detail);
+}
+
+/* Half-open peers (a client that lost power: no FIN, no reset ever comes) are found by the
+ * kernel: keep-alive probes after ms of silence, every third of that, and TCP_USER_TIMEOUT
+ * gives up once nothing (probe or data) has been acknowledged for 2 ms; the next read or
+ * write then fails with ETIMEDOUT. Best effort: a socket that refuses an option keeps the
+ * others, and the idle timeout still bounds such peers when it is set. */
+static void set_keepalive(int fd, uint64_t ms)
+{
+    if (ms == 0)
+        return;
+    uint64_t secs = (ms + 999) / 1000;
+    int idle = secs > 32767 ? 32767 : (int)secs; /* the kernel's MAX_TCP_KEEPIDLE */
+    int intvl = idle / 3 > 0 ? idle / 3 : 1;
+    int count = 3;
+    unsigned user_timeout = 2 * ms > UINT32_MAX / 2 ? UINT32_MAX / 2 : (unsigned)(2 * ms);
+    int on = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+}
+
 void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockaddr *peer)
 {
     adieu_server_t *server = listener->server;
     adieu_conn_t *conn = adieu__calloc(1, sizeof(*conn));
     if (conn == NULL) {
-        /* SPEC section 4: an accepted connection is counted, and closed once with its close
-         * line, even the one there was no memory for. */
-        char addr[ADIEU__PEER_MAX];
-        adieu__format_addr(peer, addr, sizeof(addr));
-        close(fd);
-        server->stats.connections++;
-        server->stats.opened[listener->proto]++;
-        server->stats.closed[listener->proto][ADIEU_REASON_SERVER_ERROR]++;
-        adieu_log(ADIEU_LOG_ERROR, "conn",
-                  "closed peer=%s proto=%s reason=server_error detail=\"out of memory\"", addr,
-                  adieu_proto_name(listener->proto));
+        adieu__conn_drop(listener, fd, peer, ADIEU_REASON_SERVER_ERROR, 0, "out of memory");
         return;
     }
     conn->server = server;
@@ -626,15 +669,14 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
     int rc = uv_tcp_open(&conn->tcp, fd);
     if (rc < 0) {
         /* libuv did not take the descriptor: nothing was handed to anyone but the log. */
-        close(fd);
-        adieu_log(ADIEU_LOG_WARN, "server", "connection dropped peer=%s error=%s", conn->peer,
-                  adieu_err_name(rc));
+        adieu__conn_drop(listener, fd, peer, ADIEU_REASON_SERVER_ERROR, rc, "uv_tcp_open failed");
         conn->state = ADIEU__CONN_CLOSED;
         uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
         uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
         return;
     }
     uv_tcp_nodelay(&conn->tcp, 1);
+    set_keepalive(fd, server->cfg.keepalive_ms);
     adieu_frame_parser_init(&conn->frame, server->cfg.prefix_bytes, server->cfg.max_message);
     conn->phase = listener->proto == ADIEU_WEBSOCKET ? ADIEU__PHASE_HTTP : ADIEU__PHASE_FRAMED;
     conn->last_active = uv_now(server->loop);

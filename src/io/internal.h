@@ -202,6 +202,10 @@ void adieu__conn_start_handshake_timer(adieu_conn_t *conn);
 
 /* src/io/conn.c: takes ownership of fd, an accepted non-blocking socket. */
 void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockaddr *peer);
+/* An accepted connection that gets no connection object (no memory, no descriptor to spare):
+ * closes fd, counts it as opened and closed with reason, and logs its close line. */
+void adieu__conn_drop(adieu_listener_t *listener, int fd, const struct sockaddr *peer,
+                      adieu_reason_t reason, int sys_err, const char *detail);
 void adieu__conn_begin_close(adieu_conn_t *conn, adieu_reason_t reason, int sys_err);
 void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err);
 void adieu__conn_pump(adieu_conn_t *conn);

@@ -70,21 +70,23 @@ void adieu__format_addr(const struct sockaddr *sa, char *out, size_t outsz)
 static void on_readable(uv_poll_t *poll, int status, int events);
 
 /* Out of descriptors: give up the spare one to accept the waiting connection and close it at
- * once (the peer sees a reset instead of waiting in the backlog), then take the spare back.
- * Without a spare, stop polling until a connection closes, so the loop never spins on a
- * listener it cannot serve. */
+ * once (the peer sees the end at once instead of waiting in the backlog), then take the spare
+ * back. The connection was accepted, so it is counted and gets its close line
+ * (too_many_connections, with the errno). Without a spare, stop polling until a connection
+ * closes, so the loop never spins on a listener it cannot serve. */
 static void on_emfile(adieu_listener_t *l, int err)
 {
     adieu_server_t *server = l->server;
     if (server->reserve_fd >= 0) {
         close(server->reserve_fd);
         server->reserve_fd = -1;
-        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
         if (fd >= 0)
-            close(fd);
+            adieu__conn_drop(l, fd, (struct sockaddr *)&ss, ADIEU_REASON_TOO_MANY_CONNECTIONS, err,
+                             "out of file descriptors");
         server->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        adieu_log(ADIEU_LOG_WARN, "server", "connection dropped proto=%s error=%s",
-                  adieu_proto_name(l->proto), adieu_err_name(err));
     }
     if (server->reserve_fd < 0 && l->active && !l->starved) {
         l->starved = true;

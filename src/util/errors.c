@@ -73,6 +73,7 @@ void adieu_config_init(adieu_config_t *cfg)
     cfg->max_message = 16u << 20;
     cfg->prefix_bytes = 2;
     cfg->idle_timeout_ms = 0;
+    cfg->keepalive_ms = 60000;
     cfg->handshake_timeout_ms = 10000;
     cfg->max_header = 8192;
     cfg->max_connections = 10000;
