@@ -17,6 +17,19 @@
 
 /* ---- HTTP phase ------------------------------------------------------------------------ */
 
+static void answer_and_close(adieu_conn_t *conn, const char *bytes, int n, adieu_reason_t reason,
+                             const char *detail)
+{
+    /* An answer that could not be queued was not given: the close says so. */
+    if (n <= 0 || adieu__conn_out_append(conn, bytes, (size_t)n) < 0) {
+        reason = ADIEU_REASON_SERVER_ERROR;
+        detail = n <= 0 ? "answer not written" : "out of memory";
+    }
+    if (detail != NULL)
+        snprintf(conn->detail, sizeof(conn->detail), "%s", detail);
+    adieu__conn_begin_close(conn, reason, 0);
+}
+
 void adieu__ws_accept(adieu_conn_t *conn)
 {
     adieu_http_parser_init(&conn->http, conn->server->cfg.max_header);
@@ -26,23 +39,12 @@ void adieu__ws_accept(adieu_conn_t *conn)
             .kind = ADIEU_HS_REFUSE, .status = 503, .detail = "too many connections"};
         char out[ADIEU_HANDSHAKE_RESPONSE_MAX];
         int n = adieu_handshake_write_refusal(&hs, out, sizeof(out));
-        if (n > 0)
-            adieu__conn_out_append(conn, out, (size_t)n);
-        adieu__conn_begin_close(conn, ADIEU_REASON_TOO_MANY_CONNECTIONS, 0);
+        char detail[32];
+        snprintf(detail, sizeof(detail), "limit %u", conn->server->cfg.max_connections);
+        answer_and_close(conn, out, n, ADIEU_REASON_TOO_MANY_CONNECTIONS, detail);
         return;
     }
     adieu__conn_start_handshake_timer(conn);
-}
-
-static void answer_and_close(adieu_conn_t *conn, const char *bytes, int n, adieu_reason_t reason,
-                             const char *detail)
-{
-    /* An answer that could not be queued was not given: the close says so. */
-    if (n <= 0 || adieu__conn_out_append(conn, bytes, (size_t)n) < 0)
-        reason = ADIEU_REASON_SERVER_ERROR;
-    if (detail != NULL)
-        snprintf(conn->detail, sizeof(conn->detail), "%s", detail);
-    adieu__conn_begin_close(conn, reason, 0);
 }
 
 static void answer_metrics(adieu_conn_t *conn)
