@@ -46,12 +46,10 @@ static size_t grown_cap(size_t cap, size_t need)
     return want > BUF_MIN_CAP ? want : BUF_MIN_CAP;
 }
 
-uint8_t *adieu_buf_reserve(adieu_buf_t *b, size_t n)
+uint8_t *adieu__buf_reserve_slow(adieu_buf_t *b, size_t n)
 {
     assert(b != NULL);
     assert(b->off <= b->len && b->len <= b->cap);
-    /* NOTE: a buffer without storage always allocates, even for n == 0, so that the result is
-     * NULL only on failure and is never the invalid expression NULL + 0. */
     if (b->data != NULL && b->cap - b->len >= n) {
         return b->data + b->len;
     }

@@ -31,10 +31,20 @@ static inline uint8_t *adieu_buf_head(const adieu_buf_t *b)
 {
     return b->data + b->off;
 }
+/* The part of adieu_buf_reserve() that moves or allocates. */
+uint8_t *adieu__buf_reserve_slow(adieu_buf_t *b, size_t n);
 /* Ensures room for n more bytes after len (moving unread bytes to the front first when that
  * makes room). Returns a pointer to the free space, or NULL on allocation failure (the
- * buffer is unchanged). */
-uint8_t *adieu_buf_reserve(adieu_buf_t *b, size_t n);
+ * buffer is unchanged). Inline: the common case (room at the end) is on every message's
+ * path. */
+static inline uint8_t *adieu_buf_reserve(adieu_buf_t *b, size_t n)
+{
+    /* NOTE: a buffer without storage always goes the slow way, even for n == 0, so that the
+     * result is NULL only on failure and never the invalid expression NULL + 0. */
+    if (b->data != NULL && b->cap - b->len >= n)
+        return b->data + b->len;
+    return adieu__buf_reserve_slow(b, n);
+}
 /* Appends n bytes. Returns 0 or ADIEU_ENOMEM. */
 int adieu_buf_append(adieu_buf_t *b, const void *p, size_t n);
 /* Marks n bytes after len as written (after adieu_buf_reserve). */
