@@ -9,6 +9,8 @@
 #   make soak         1,000,000 connections against build/ (SOAK_ARGS=...), docs/soak.*
 #   make fuzz         the libFuzzer harnesses in build-fuzz/ (clang-14), FUZZ_SECONDS=60 each
 #   make fuzz-ci      the same, FUZZ_CI_SECONDS=20 each (CI)
+#   make bench        bench/run: adieu beside the ceilings and peers, bench/RESULTS.md + charts
+#   make bench-count  instruction counts of the codec hot paths (callgrind), bench/codecs.md
 #   make build | clean | format | format-check | lint-proto
 
 BUILD      ?= build
@@ -138,3 +140,20 @@ lint-proto:
 	    exit 1; \
 	fi
 	@echo "lint-proto: $(PROTO_DIR)/ is sans-I/O"
+
+# Instruction counts of the codec hot paths under callgrind (bench/count-instructions): prints
+# Ir and Ir per byte for each bench_<codec> case and rewrites bench/codecs.md.
+.PHONY: bench-count
+bench-count: deps-test
+	$(call cmake_build,$(BUILD))
+	bash bench/count-instructions --build $(BUILD)
+
+# Not part of `make test`: about 25 minutes; installs the peers (scripts/install-deps bench,
+# npm ci), builds, and rewrites bench/RESULTS.md, bench/results.json and bench/*.png.
+# BENCH_ARGS=... passes flags to bench/run (--quick, --runs N, --extra-ws NAME=CMD ...).
+.PHONY: bench
+bench:
+	$(INSTALL_DEPS) bench
+	@if [ -f package-lock.json ] && ! [ -d node_modules/ws ]; then npm ci --no-audit --no-fund; fi
+	$(call cmake_build,$(BUILD))
+	/usr/bin/python3 bench/run --build $(BUILD) --no-install --no-build $(BENCH_ARGS)
