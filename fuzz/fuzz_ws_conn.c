@@ -27,7 +27,9 @@
  *     move only along OPEN -> LOCAL_CLOSING / REMOTE_CLOSING -> CLOSED, any -> FAILED, and
  *     FAILED and CLOSED are terminal: after FAIL or CLOSE nothing more is reported and every
  *     byte is discarded; _close_expected(), _done(), _send_header() and _send_close() agree
- *     with the state; an idle connection holds no heap memory;
+ *     with the state; a connection trimmed after each chunk (as the I/O layer trims after
+ *     each read) still assembles messages across chunks, and once trimmed between messages
+ *     it holds no heap memory;
  *   - control output is well formed: unmasked final PONG and CLOSE frames, pongs echo pings,
  *     nothing after our close frame, exactly one close frame when one was queued, carrying
  *     the failure's code when a failure queued it;
@@ -300,8 +302,16 @@ static void feed(adieu_ws_conn_t *c, trace_t *t, const uint8_t *src, size_t clen
     size_t used = SIZE_MAX;
     FUZZ_ASSERT(adieu_ws_conn_recv(c, NULL, 0, &used, &ev) == 0 && used == 0);
     FUZZ_ASSERT(adieu_ws_conn_state(c) == before);
-    if (!c->msg_active) {
+    /* The end of a read: trimmed, a connection between messages, or one that no longer
+     * delivers them, holds no heap memory; one inside a message keeps its bytes so far. */
+    size_t held = c->msg_active ? c->assembly.len - c->assembly.off : 0;
+    adieu_ws_conn_trim(c);
+    FUZZ_ASSERT(adieu_ws_conn_state(c) == before);
+    bool between = !c->msg_active && adieu_ws_frame_parser_idle(&c->frame);
+    if (between || before != ADIEU_WS_OPEN) {
         FUZZ_ASSERT(c->assembly.data == NULL);
+    } else {
+        FUZZ_ASSERT(c->assembly.len - c->assembly.off == held);
     }
 }
 

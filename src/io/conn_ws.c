@@ -102,6 +102,7 @@ static void upgrade(adieu_conn_t *conn, const adieu_handshake_t *hs, size_t head
          * place. */
         uint8_t *early = adieu__malloc(rest);
         if (early == NULL) {
+            adieu_buf_free(&conn->inbuf); /* PHASE_WS now: conn_free() no longer frees it */
             adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
             return;
         }
@@ -223,12 +224,19 @@ static void ws_frames(adieu_conn_t *conn, uint8_t *data, size_t len)
         int rc = adieu_ws_conn_recv(&conn->ws->c, data, len, &used, &ev);
         data += used;
         len -= used;
-        if (rc == 0)
+        if (rc == 0) {
+            /* The read is used up and its events handled: storage kept for assembling
+             * messages goes, unless a message is still being assembled across reads (then
+             * keeping it spares an allocation per message), so an idle connection holds
+             * none. */
+            adieu_ws_conn_trim(&conn->ws->c);
             return;
+        }
         ws_event(conn, &ev);
         /* Control output is taken after every event: each ping gets its own pong, in
-         * order with the replies around it (the core keeps one pong slot). */
-        if (conn->state != ADIEU__CONN_CLOSED)
+         * order with the replies around it (the core keeps one pong slot). Usually there
+         * is none, which the inline check answers without a call. */
+        if (conn->state != ADIEU__CONN_CLOSED && adieu_ws_conn_has_output(&conn->ws->c))
             adieu__ws_collect_output(conn);
     }
 }

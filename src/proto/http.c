@@ -25,14 +25,55 @@
 
 /* tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|"
  *       / "~" / DIGIT / ALPHA */
+#define TCHAR(c)                                                                                   \
+    (((c) >= '0' && (c) <= '9') || ((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') ||     \
+     (c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' ||          \
+     (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' || (c) == '^' || (c) == '_' ||           \
+     (c) == '`' || (c) == '|' || (c) == '~')
+
+/* A byte never valid in a request head: the control bytes other than HTAB, CR and LF, and
+ * DEL. RFC 9110 §5.5: "Field values containing CR, LF, or NUL characters are invalid and
+ * dangerous"; the other controls are outside field-vchar, and the request line allows none. */
+#define BAD_CTL(c) (((c) < 0x20 && (c) != '\t' && (c) != '\r' && (c) != '\n') || (c) == 0x7f)
+
+/* The classes of a byte, one table lookup instead of a chain of comparisons per byte. */
+enum {
+    CLS_TCHAR = 1, /* TCHAR(c) */
+    CLS_PLAIN = 2  /* neither CR, nor LF, nor BAD_CTL(c): scan() just steps over it */
+};
+#define CLS(c)                                                                                     \
+    ((TCHAR(c) ? CLS_TCHAR : 0) | ((c) != '\r' && (c) != '\n' && !BAD_CTL(c) ? CLS_PLAIN : 0))
+#define CLS4(c) CLS(c), CLS((c) + 1), CLS((c) + 2), CLS((c) + 3)
+#define CLS16(c) CLS4(c), CLS4((c) + 4), CLS4((c) + 8), CLS4((c) + 12)
+#define CLS64(c) CLS16(c), CLS16((c) + 16), CLS16((c) + 32), CLS16((c) + 48)
+
+/* The table is the predicates above evaluated for every byte value at compile time, so the
+ * rules stay written once, as the RFCs state them. */
+static const uint8_t byte_class[256] = {CLS64(0x00), CLS64(0x40), CLS64(0x80), CLS64(0xC0)};
+
+#undef CLS64
+#undef CLS16
+#undef CLS4
+#undef CLS
+
+/* True if any of the 8 bytes at b is below 0x20 or is DEL: every CR, LF and bad control
+ * byte, and HTAB too, which the byte loop then steps over. (x - n * ones) & ~x & highs is the
+ * "has a byte below n" test, exact as a yes/no answer for n <= 0x80; XOR with DEL in every
+ * byte turns DEL into a zero byte for the same test with n = 1. Bytes 0x80..0xFF (obs-text)
+ * set neither term. */
+static bool ctl8(const unsigned char *b)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101);
+    const uint64_t highs = UINT64_C(0x8080808080808080);
+    uint64_t x;
+    memcpy(&x, b, sizeof(x));
+    uint64_t del = x ^ (ones * 0x7f);
+    return ((((x - ones * 0x20) & ~x) | ((del - ones) & ~del)) & highs) != 0;
+}
+
 static bool is_tchar(unsigned char c)
 {
-    static const char punct[] = "!#$%&'*+-.^_`|~";
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
-        return true;
-    }
-    /* memchr, not strchr: strchr would find the terminating NUL for c == 0. */
-    return memchr(punct, c, sizeof(punct) - 1) != NULL;
+    return (byte_class[c] & CLS_TCHAR) != 0;
 }
 
 /* VCHAR: visible US-ASCII. The request-target is made of these only (RFC 9112 §3.2 and RFC
@@ -40,14 +81,6 @@ static bool is_tchar(unsigned char c)
 static bool is_vchar(unsigned char c)
 {
     return c >= 0x21 && c <= 0x7e;
-}
-
-/* A byte never valid in a request head: the control bytes other than HTAB, CR and LF, and
- * DEL. RFC 9110 §5.5: "Field values containing CR, LF, or NUL characters are invalid and
- * dangerous"; the other controls are outside field-vchar, and the request line allows none. */
-static bool is_bad_ctl(unsigned char c)
-{
-    return (c < 0x20 && c != '\t' && c != '\r' && c != '\n') || c == 0x7f;
 }
 
 static bool is_ows(char c)
@@ -98,6 +131,20 @@ static int scan(adieu_http_parser_t *p, const unsigned char *buf, size_t limit, 
     size_t i = start;
     int rc = 0;
     for (; i < limit && rc == 0; i++) {
+        /* Inside a line, the bytes that are neither CR, LF nor a bad control byte only keep
+         * it going: step over the run of them, a word at a time while no byte of the word
+         * is a control byte, then byte by byte. */
+        if (eol == EOL_NONE) {
+            while (limit - i >= 8 && !ctl8(buf + i)) {
+                i += 8;
+            }
+            while (i < limit && (byte_class[buf[i]] & CLS_PLAIN)) {
+                i++;
+            }
+            if (i == limit) {
+                break;
+            }
+        }
         unsigned char c = buf[i];
         bool after_cr = eol == EOL_CR || eol == EOL_CRLFCR;
         if (c == '\n') {
@@ -112,7 +159,7 @@ static int scan(adieu_http_parser_t *p, const unsigned char *buf, size_t limit, 
             rc = fail(p, ADIEU_EPROTO, "bare CR");
         } else if (c == '\r') {
             eol = eol == EOL_CRLF ? EOL_CRLFCR : EOL_CR;
-        } else if (is_bad_ctl(c)) {
+        } else if (BAD_CTL(c)) {
             rc = fail(p, ADIEU_EPROTO, "control byte in request head");
         } else {
             eol = EOL_NONE;
@@ -196,13 +243,10 @@ static const char *parse_header_line(const char *line, size_t n, adieu_http_head
     while (end > v && is_ows(line[end - 1])) {
         end--;
     }
-    /* field-vchar = VCHAR / obs-text, with SP and HTAB between them (RFC 9110 §5.5). scan()
-     * already refused the other controls; this keeps the rule where it is stated. */
-    for (size_t k = v; k < end; k++) {
-        if (is_bad_ctl(s[k])) {
-            return "control byte in header value";
-        }
-    }
+    /* field-vchar = VCHAR / obs-text, with SP and HTAB between them (RFC 9110 §5.5). NOTE:
+     * the rule is enforced by scan(), which refused every other control byte of the head
+     * before parse_head() ran, and the caller may not change bytes already scanned, so the
+     * value needs no second look here. */
     h->value = line + v;
     h->value_len = end - v;
     return NULL;
@@ -315,16 +359,30 @@ bool adieu_http_ieq(const char *s, size_t n, const char *lit)
     return lit[i] == '\0';
 }
 
+/* True when the n bytes at a and at b are equal ignoring ASCII case. */
+static bool ieq_n(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ascii_lower((unsigned char)a[i]) != ascii_lower((unsigned char)b[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
 const adieu_http_header_t *adieu_http_header_next(const adieu_http_request_t *req, const char *name,
                                                   const adieu_http_header_t *prev)
 {
     assert(req != NULL && name != NULL);
     size_t i = prev == NULL ? 0 : (size_t)(prev - req->headers) + 1;
     assert(i <= req->num_headers);
+    /* The lengths are compared first: most fields differ in length from the one sought, and
+     * then no byte needs folding. */
+    size_t n = strlen(name);
     for (; i < req->num_headers; i++) {
         const adieu_http_header_t *h = &req->headers[i];
         /* RFC 9110 §5.1: field names are case-insensitive. */
-        if (adieu_http_ieq(h->name, h->name_len, name)) {
+        if (h->name_len == n && ieq_n(h->name, name, n)) {
             return h;
         }
     }

@@ -6,8 +6,11 @@
  * into a connection event per call, so the caller handles every event with nothing of ours
  * on the stack. A text or binary message that arrives as one unfragmented frame wholly inside
  * the caller's input is handed out in place; anything else (fragments, a frame split across
- * inputs) is assembled in c->assembly, which is freed at the start of the call after its
- * message was delivered, so an idle connection holds no heap memory. Control frames (at most
+ * inputs) is assembled in c->assembly. Its bytes are released at the start of the call after
+ * its message was delivered, but its storage (up to ASSEMBLY_KEEP) is kept for the next
+ * message, so that a steady stream of split messages allocates nothing per message;
+ * adieu_ws_conn_trim() frees it when the I/O layer finds the connection between messages at
+ * the end of a read, so an idle connection holds no heap memory. Control frames (at most
  * 125 bytes) are gathered in c->ctrl, pongs and close frames we owe wait in fixed slots:
  * nothing but message assembly allocates.
  */
@@ -22,6 +25,12 @@
  * assembled, so it never reallocates. A larger one grows only as its bytes arrive, so a peer
  * that declares a big message and sends little of it cannot make us hold more than it sent. */
 #define RESERVE_WHOLE ((size_t)64 * 1024)
+
+/* Assembly storage kept from one message to the next. Larger storage, left by an unusually
+ * big message, is freed once that message was delivered; up to this much stays until
+ * adieu_ws_conn_trim(). The same bound as RESERVE_WHOLE, so that every message reserved whole
+ * finds its storage in place the next time. */
+#define ASSEMBLY_KEEP RESERVE_WHOLE
 
 /* RFC 6455 §7.4.1: "no status code was actually present". Reported, never sent. */
 #define CODE_NO_STATUS 1005u
@@ -141,6 +150,11 @@ static void load_output(adieu_ws_conn_t *c)
 size_t adieu_ws_conn_output(adieu_ws_conn_t *c, const uint8_t **data)
 {
     assert(c != NULL && data != NULL && c->state != 0);
+    /* The usual answer, after almost every event: nothing. */
+    if (!adieu_ws_conn_has_output(c)) {
+        *data = c->out;
+        return 0;
+    }
     if (c->out_off == c->out_len) {
         load_output(c);
     }
@@ -170,10 +184,9 @@ void adieu_ws_conn_output_consume(adieu_ws_conn_t *c, size_t n)
 
 static int emit(adieu_ws_event_t *ev, adieu_ws_event_type_t type, const uint8_t *data, size_t len)
 {
-    memset(ev, 0, sizeof(*ev));
-    ev->type = type;
-    ev->data = data != NULL ? data : no_bytes;
-    ev->len = len;
+    /* The other members are zero, as a compound literal makes them: plain stores, where a
+     * memset of the whole event is a library call on every message. */
+    *ev = (adieu_ws_event_t){.type = type, .data = data != NULL ? data : no_bytes, .len = len};
     return 1;
 }
 
@@ -382,11 +395,37 @@ static int on_frame_event(adieu_ws_conn_t *c, const adieu_ws_frame_event_t *fe,
     return fe->last ? control_done(c, fe->opcode, ev) : 0;
 }
 
-/* An assembled message is valid until the next call: this is that call. Between messages, or
- * once messages are no longer delivered, the buffer holds nothing we need. */
+/* An assembled message is valid until the next call: this is that call. Between messages the
+ * buffer holds nothing we need, but its storage is kept for the next message (up to
+ * ASSEMBLY_KEEP); once messages are no longer delivered (not OPEN) nothing will be assembled
+ * again, and it is freed. */
 static void release_assembly(adieu_ws_conn_t *c)
 {
-    if (!c->msg_active || c->state != ADIEU_WS_OPEN) {
+    /* The usual case, every message delivered in place: no storage at all. */
+    if (c->assembly.data == NULL) {
+        return;
+    }
+    if (c->state != ADIEU_WS_OPEN) {
+        adieu_buf_free(&c->assembly);
+    } else if (!c->msg_active) {
+        adieu_buf_reset(&c->assembly);
+        adieu_buf_shrink(&c->assembly, ASSEMBLY_KEEP);
+    }
+}
+
+void adieu_ws_conn_trim(adieu_ws_conn_t *c)
+{
+    assert(c != NULL && c->state != 0);
+    if (c->assembly.data == NULL) {
+        return;
+    }
+    /* Inside a data message, or inside a frame that may carry one, the storage is wanted
+     * again as soon as the next read arrives: a message split across reads keeps it, so that
+     * a steady stream of them allocates nothing per message. Between messages it only holds
+     * the bytes of one already delivered, whose validity the caller gives up by calling
+     * this. Once not OPEN, nothing is assembled again. */
+    bool between = !c->msg_active && adieu_ws_frame_parser_idle(&c->frame);
+    if (between || c->state != ADIEU_WS_OPEN) {
         adieu_buf_free(&c->assembly);
     }
 }

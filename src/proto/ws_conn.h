@@ -22,6 +22,13 @@
  *         queue_write(bytes, len); // copies
  *         adieu_ws_conn_output_consume(&c, len);
  *     }
+ *     adieu_ws_conn_trim(&c);      // the read is done: free what an idle connection keeps
+ *
+ * A message that has to be assembled (fragments, or a frame split across reads) is copied
+ * into storage the connection keeps from one message to the next (up to 64 KiB of it), so
+ * a steady stream of such messages allocates nothing per message. adieu_ws_conn_trim()
+ * frees that storage when the connection stands between messages: an idle connection keeps
+ * no heap buffer once trimmed.
  *
  * Data frames the application sends do not pass through here: the I/O layer writes
  * adieu_ws_conn_send_header()'s bytes and the payload itself. Control output (pongs, close
@@ -83,8 +90,8 @@ typedef struct {
     adieu_ws_opcode_t opcode; /* MESSAGE: ADIEU_WS_OP_TEXT (valid UTF-8) or _BINARY */
     /* MESSAGE: the message. PING, PONG: the payload. CLOSE: the reason text, valid UTF-8,
      * not NUL-terminated. FAIL: empty. Never NULL. Borrowed: valid until the next
-     * adieu_ws_conn_recv() or adieu_ws_conn_free() on the connection (it points into the
-     * caller's input, or into the connection's own storage). */
+     * adieu_ws_conn_recv(), adieu_ws_conn_trim() or adieu_ws_conn_free() on the connection
+     * (it points into the caller's input, or into the connection's own storage). */
     const uint8_t *data;
     size_t len;
     /* CLOSE: the peer's code, 1005 ("no status code", §7.4.1) when its close had none.
@@ -104,7 +111,8 @@ typedef struct {
     adieu_ws_opcode_t msg_opcode;
     size_t msg_len;       /* the running total: declared lengths of its frames so far */
     adieu_utf8_t utf8;    /* text: validation state across fragments */
-    adieu_buf_t assembly; /* its bytes, unless it is delivered in place; empty when idle */
+    adieu_buf_t assembly; /* its bytes, unless it is delivered in place; between messages
+                             empty, its storage kept until adieu_ws_conn_trim() */
     uint8_t ctrl_len;     /* the control frame being received: bytes so far */
     uint8_t ctrl[ADIEU_WS_MAX_CONTROL];
     /* Control output: a pong and our close wait in slots; out holds the frame being taken. */
@@ -130,6 +138,14 @@ void adieu_ws_conn_init(adieu_ws_conn_t *c, size_t max_message);
  * sends refused) until adieu_ws_conn_init(). */
 void adieu_ws_conn_free(adieu_ws_conn_t *c);
 
+/* Frees the assembly storage kept between messages when the connection stands between
+ * messages (no data message begun and not ended, no frame partly received) or no longer
+ * delivers messages (not OPEN); inside a message it keeps the storage, which holds part of
+ * the message or will as soon as the next read arrives. Call it once a read was fed in full
+ * and its events handled: it ends the validity of the last event's data. Cheap when there is
+ * nothing to free. Never fails, changes no state. */
+void adieu_ws_conn_trim(adieu_ws_conn_t *c);
+
 /* Feeds len bytes at data (NULL when len is 0). The bytes are modified: payloads are
  * unmasked in place. Sets *consumed (<= len) and returns:
  *   1  one event in *ev; call again with the rest of the input, even an empty rest, after
@@ -150,6 +166,14 @@ int adieu_ws_conn_eof(const adieu_ws_conn_t *c);
  * stay valid until they are consumed (or c is freed), whatever else is called meanwhile.
  * Take them with adieu_ws_conn_output_consume(); until then the same bytes are returned. */
 size_t adieu_ws_conn_output(adieu_ws_conn_t *c, const uint8_t **data);
+
+/* True when adieu_ws_conn_output() would return more than 0: part of a control frame not
+ * yet taken, or a pong or close frame waiting in its slot. Inline, so that the I/O layer can
+ * ask after every event for the price of three loads. */
+static inline bool adieu_ws_conn_has_output(const adieu_ws_conn_t *c)
+{
+    return c->out_off != c->out_len || c->pong_pending || c->close_pending;
+}
 
 /* Marks n bytes (at most what adieu_ws_conn_output() just returned) as taken. Taking the
  * last byte of our close frame completes the handshake when the peer's close came first. */

@@ -3,7 +3,8 @@
  * The RFC 6455 frame codec of proto/ws_frame.h.
  *
  * The header is read field by field (two fixed bytes, the extended length, the masking key),
- * each gathered into p->field however the input is split, and each checked the moment it is
+ * each read where it lies when the input holds all of it (the usual case) and otherwise
+ * gathered into p->field however the input is split, and each checked the moment it is
  * complete. The payload is never copied: each call hands out the part of it that the input
  * holds, unmasked in place, so a 1 GiB frame costs no memory here and its limit is the
  * caller's decision, taken on the HEADER event before any payload byte is seen.
@@ -71,10 +72,14 @@ static size_t gather(adieu_ws_frame_parser_t *p, const uint8_t *in, size_t avail
     return take;
 }
 
+/* RFC 6455 §5.2: multibyte length quantities are in network byte order. n is 2 or 8. */
 static uint64_t big_endian(const uint8_t *b, unsigned n)
 {
+    if (n == 2) {
+        return (uint64_t)b[0] << 8 | b[1];
+    }
     uint64_t v = 0;
-    for (unsigned i = 0; i < n; i++) {
+    for (unsigned i = 0; i < 8; i++) {
         v = (v << 8) | b[i];
     }
     return v;
@@ -112,12 +117,12 @@ static int length_done(adieu_ws_frame_parser_t *p, adieu_ws_frame_event_t *ev)
     return header_done(p, ev);
 }
 
-/* Checks the two fixed header bytes. Returns 1 with a HEADER event (a short unmasked frame
- * is then complete), 0 to go on, or ADIEU_EPROTO. */
-static int check_head(adieu_ws_frame_parser_t *p, adieu_ws_frame_event_t *ev)
+/* Checks the two fixed header bytes at f. Returns 1 with a HEADER event (a short unmasked
+ * frame is then complete), 0 to go on, or ADIEU_EPROTO. */
+static int check_head(adieu_ws_frame_parser_t *p, const uint8_t *f, adieu_ws_frame_event_t *ev)
 {
-    unsigned b0 = p->field[0];
-    unsigned b1 = p->field[1];
+    unsigned b0 = f[0];
+    unsigned b1 = f[1];
     /* RFC 6455 §5.2: "RSV1, RSV2, RSV3: MUST be 0 unless an extension is negotiated". */
     if (b0 & RSV_BITS) {
         return fail(p, "reserved bits set");
@@ -156,14 +161,14 @@ static int check_head(adieu_ws_frame_parser_t *p, adieu_ws_frame_event_t *ev)
     return length_done(p, ev);
 }
 
-/* Checks the extended length. RFC 6455 §5.2: "the minimal number of bytes MUST be used to
- * encode the length", and of a 64-bit length "the most significant bit MUST be 0". */
-static int check_extlen(adieu_ws_frame_parser_t *p, adieu_ws_frame_event_t *ev)
+/* Checks the extended length at f. RFC 6455 §5.2: "the minimal number of bytes MUST be used
+ * to encode the length", and of a 64-bit length "the most significant bit MUST be 0". */
+static int check_extlen(adieu_ws_frame_parser_t *p, const uint8_t *f, adieu_ws_frame_event_t *ev)
 {
-    if (p->field_len == 8 && (p->field[0] & 0x80u)) {
+    if (p->field_len == 8 && (f[0] & 0x80u)) {
         return fail(p, "64-bit length with the high bit set");
     }
-    p->len = big_endian(p->field, p->field_len);
+    p->len = big_endian(f, p->field_len);
     uint64_t shortest = p->field_len == 2 ? LEN7_16BIT : UINT64_C(0x10000);
     if (p->len < shortest) {
         return fail(p, "length not minimally encoded");
@@ -194,6 +199,50 @@ static size_t payload_chunk(adieu_ws_frame_parser_t *p, uint8_t *in, size_t avai
     return n;
 }
 
+/* Reads header fields from data (len > 0) until the header is complete (a HEADER event), the
+ * input runs out, or a field breaks a rule; sets *consumed. Returns like
+ * adieu_ws_frame_parse(). */
+static int parse_header(adieu_ws_frame_parser_t *p, const uint8_t *data, size_t len,
+                        size_t *consumed, adieu_ws_frame_event_t *ev)
+{
+    size_t pos = 0;
+    int rc = 0;
+    while (pos < len && rc == 0) {
+        /* The field's bytes: read where they are when the input holds the whole field and
+         * none of it was gathered before (the usual case), else gathered into p->field. The
+         * checks and the bytes consumed are the same either way. */
+        const uint8_t *f;
+        if (p->need == p->field_len && len - pos >= p->field_len) {
+            f = data + pos;
+            pos += p->field_len;
+            p->need = 0;
+        } else {
+            pos += gather(p, data + pos, len - pos);
+            if (p->need > 0) {
+                break;
+            }
+            f = p->field;
+        }
+        switch (p->state) {
+        case ADIEU__WSF_HEAD:
+            rc = check_head(p, f, ev);
+            break;
+        case ADIEU__WSF_EXTLEN:
+            rc = check_extlen(p, f, ev);
+            break;
+        case ADIEU__WSF_MASKKEY:
+            memcpy(p->key, f, 4);
+            rc = header_done(p, ev);
+            break;
+        default:
+            assert(false && "unreachable parser state");
+            break;
+        }
+    }
+    *consumed = pos;
+    return rc;
+}
+
 int adieu_ws_frame_parse(adieu_ws_frame_parser_t *p, uint8_t *data, size_t len, size_t *consumed,
                          adieu_ws_frame_event_t *ev)
 {
@@ -206,37 +255,17 @@ int adieu_ws_frame_parse(adieu_ws_frame_parser_t *p, uint8_t *data, size_t len, 
     }
     /* NOTE: every state needs at least one byte to make progress (a field or payload is
      * never left with need == 0), so an empty input has nothing to report. This also keeps
-     * data + pos below from ever being NULL + 0. */
-    size_t pos = 0;
-    int rc = 0;
-    while (pos < len && rc == 0) {
-        if (p->state == ADIEU__WSF_PAYLOAD) {
-            pos += payload_chunk(p, data + pos, len - pos, ev);
-            rc = 1;
-            break;
-        }
-        pos += gather(p, data + pos, len - pos);
-        if (p->need > 0) {
-            break;
-        }
-        switch (p->state) {
-        case ADIEU__WSF_HEAD:
-            rc = check_head(p, ev);
-            break;
-        case ADIEU__WSF_EXTLEN:
-            rc = check_extlen(p, ev);
-            break;
-        case ADIEU__WSF_MASKKEY:
-            memcpy(p->key, p->field, 4);
-            rc = header_done(p, ev);
-            break;
-        default:
-            assert(false && "unreachable parser state");
-            break;
-        }
+     * data + pos from ever being NULL + 0. */
+    if (len == 0) {
+        return 0;
     }
-    *consumed = pos;
-    return rc;
+    /* A payload chunk is one event and the end of the call; a header never follows it in
+     * the same call, so the header loop is not entered for it. */
+    if (p->state == ADIEU__WSF_PAYLOAD) {
+        *consumed = payload_chunk(p, data, len, ev);
+        return 1;
+    }
+    return parse_header(p, data, len, consumed, ev);
 }
 
 int adieu_ws_frame_header(uint8_t out[10], adieu_ws_opcode_t opcode, bool fin, uint64_t payload_len)
@@ -278,24 +307,37 @@ unsigned adieu_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned
 {
     assert(data != NULL || len == 0);
     assert(key != NULL && phase < 4);
-    /* The key repeated from the current phase: since 8 is a multiple of 4, the same word
-     * lines up with every 8-byte step. memcpy makes the loads and stores free of alignment
-     * and aliasing concerns; compilers turn them into plain (vectorisable) moves. */
-    uint8_t rotated[8];
-    for (unsigned j = 0; j < 8; j++) {
-        rotated[j] = key[(phase + j) & 3u];
-    }
+    /* The key three times over: the 8 bytes from rep + phase are the key rotated to the
+     * current phase, and since 8 is a multiple of 4 the same word lines up with every 8-byte
+     * step. Three fixed-size copies and one load cost less than gathering the rotated key a
+     * byte at a time. memcpy keeps the loads and stores free of alignment and aliasing
+     * concerns; compilers turn them into plain moves. */
+    uint8_t rep[12];
+    memcpy(rep, key, 4);
+    memcpy(rep + 4, key, 4);
+    memcpy(rep + 8, key, 4);
     uint64_t k;
-    memcpy(&k, rotated, 8);
+    memcpy(&k, rep + phase, 8);
     size_t i = 0;
+    /* NOTE: four separate words, not an array: an array is stored to the stack and reloaded,
+     * locals stay in registers. */
     for (; len - i >= 32; i += 32) {
-        uint64_t w[4];
-        memcpy(w, data + i, 32);
-        w[0] ^= k;
-        w[1] ^= k;
-        w[2] ^= k;
-        w[3] ^= k;
-        memcpy(data + i, w, 32);
+        uint64_t w0;
+        uint64_t w1;
+        uint64_t w2;
+        uint64_t w3;
+        memcpy(&w0, data + i, 8);
+        memcpy(&w1, data + i + 8, 8);
+        memcpy(&w2, data + i + 16, 8);
+        memcpy(&w3, data + i + 24, 8);
+        w0 ^= k;
+        w1 ^= k;
+        w2 ^= k;
+        w3 ^= k;
+        memcpy(data + i, &w0, 8);
+        memcpy(data + i + 8, &w1, 8);
+        memcpy(data + i + 16, &w2, 8);
+        memcpy(data + i + 24, &w3, 8);
     }
     for (; len - i >= 8; i += 8) {
         uint64_t w;
@@ -303,8 +345,10 @@ unsigned adieu_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned
         w ^= k;
         memcpy(data + i, &w, 8);
     }
-    for (; i < len; i++) {
-        data[i] ^= rotated[i & 7u];
+    /* Fewer than 8 bytes are left, and i is a multiple of 8: byte i + j takes key octet
+     * (phase + j) mod 4, which is rep[phase + j]. */
+    for (size_t j = 0; i + j < len; j++) {
+        data[i + j] ^= rep[phase + j];
     }
     return (unsigned)((phase + len) & 3u);
 }

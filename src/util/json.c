@@ -59,6 +59,9 @@ static inline bool is_hex(uint8_t c)
     return is_digit(c) || (unsigned)((c | 0x20) - 'a') < 6u;
 }
 
+/* Eight spaces, as one word: the indentation of pretty-printed input comes in such runs. */
+#define SPACES8 UINT64_C(0x2020202020202020)
+
 /* Skips whitespace at p. When there is some, the pending run [*run, p) is copied to *o
  * first, and the run restarts after the whitespace. */
 static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end, uint8_t **o,
@@ -69,9 +72,19 @@ static inline const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end, uint8
     size_t n = (size_t)(p - *run);
     memcpy(*o, *run, n);
     *o += n;
-    do
+    do {
         p++;
-    while (p < end && is_ws(*p));
+        /* Indentation: eight spaces at a time while a whole word of them is at hand (the
+         * word equals SPACES8 only if each of its bytes is a space, whatever the byte order),
+         * then the byte loop for the rest and for the other whitespace characters. */
+        while (end - p >= 8) {
+            uint64_t x;
+            memcpy(&x, p, sizeof x);
+            if (x != SPACES8)
+                break;
+            p += 8;
+        }
+    } while (p < end && is_ws(*p));
     *run = p;
     return p;
 }
@@ -92,14 +105,18 @@ static const uint8_t str_plain[256] = {
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x70 (DEL is allowed unescaped) */
 };
 
-/* True if any of the 8 bytes at p is not plain (see str_plain), tested on one 64-bit word.
- * Each term is the classic "has a byte below n" test, (x - n*ones) & ~x & highs, which is
- * exact as a yes/no answer: a byte sets its high bit in the result only if it is itself below
- * n, or if a lower byte below n borrowed from it, and then the answer is yes anyway. XOR with
- * '"' or '\\' turns those bytes into zero; it keeps bit 7, so ~x serves all three terms. Bytes
- * with bit 7 set are caught by the last term. The byte order of the load does not matter
- * because only the yes/no answer is used. */
-static inline bool needs_attention8(const uint8_t *p)
+/* Nonzero if any of the 8 bytes at p is not plain (see str_plain), tested on one 64-bit
+ * word. Each term is the classic "has a byte below n" test, (x - n*ones) & ~x & highs, which
+ * is exact as a yes/no answer: a byte sets its high bit in the result only if it is itself
+ * below n, or if a lower byte below n borrowed from it, and then the answer is yes anyway.
+ * XOR with '"' or '\\' turns those bytes into zero; it keeps bit 7, so ~x serves all three
+ * terms. Bytes with bit 7 set are caught by the last term.
+ *
+ * The lowest flagged byte of the result (in the load's order of significance) is exact too:
+ * a borrow only runs from a less significant byte that is itself below n, so that byte is
+ * flagged as well. first_attention() uses this on little-endian machines, where the least
+ * significant byte is the first in memory. */
+static inline uint64_t attention8(const uint8_t *p)
 {
     const uint64_t ones = 0x0101010101010101u;
     const uint64_t highs = 0x8080808080808080u;
@@ -108,7 +125,22 @@ static inline bool needs_attention8(const uint8_t *p)
     uint64_t quote = x ^ (ones * '"');
     uint64_t bslash = x ^ (ones * '\\');
     uint64_t low = (x - ones * 0x20u) | (quote - ones) | (bslash - ones);
-    return ((low & ~x & highs) | (x & highs)) != 0;
+    return (low & ~x & highs) | (x & highs);
+}
+
+/* The first byte at or after p that is not plain, given mask = attention8(p) != 0 (so it
+ * lies within the 8 bytes at p). With GCC or Clang on a little-endian machine that is where
+ * the mask's lowest set bit is; elsewhere the bytes are looked at one by one. */
+static inline const uint8_t *first_attention(const uint8_t *p, uint64_t mask)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return p + ((unsigned)__builtin_ctzll(mask) >> 3);
+#else
+    (void)mask;
+    while (str_plain[*p])
+        p++;
+    return p;
+#endif
 }
 
 /* Checks one escape sequence; p points at the backslash. RFC 8259 §7 allows exactly
@@ -189,12 +221,22 @@ static const uint8_t *scan_string(const uint8_t *p, const uint8_t *end, fail_t *
 {
     p++;
     for (;;) {
-        /* The ASCII fast path: whole words of plain bytes, then single bytes up to the one
-         * that needs attention (at most 7 steps after a word said there is one). */
-        while (end - p >= 8 && !needs_attention8(p))
+        /* The ASCII fast path: whole words of plain bytes, then straight to the byte that
+         * needs attention in the word that holds one; fewer than 8 bytes before the end are
+         * looked at one by one. */
+        for (;;) {
+            if (end - p < 8) {
+                while (p < end && str_plain[*p])
+                    p++;
+                break;
+            }
+            uint64_t mask = attention8(p);
+            if (mask != 0) {
+                p = first_attention(p, mask);
+                break;
+            }
             p += 8;
-        while (p < end && str_plain[*p])
-            p++;
+        }
         if (p == end)
             return fail(f, end, "unterminated string");
         uint8_t c = *p;

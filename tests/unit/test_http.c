@@ -466,6 +466,62 @@ static void reject_control_bytes(void)
     }
 }
 
+/* scan() steps over a line a word of 8 bytes at a time: a control byte, CR or LF must be
+ * found at every offset within a word, and HTAB and obs-text, which stop the word loop
+ * without ending the line, must be stepped over at every offset. The value is long enough
+ * for several words, and its start moves with the name so that every alignment is seen. */
+static void scan_every_offset(void)
+{
+    static const unsigned char bad[] = {0x00, 0x01, 0x08, 0x0b, 0x0c, 0x1b, 0x1f, 0x7f};
+    static const unsigned char good[] = {'\t', 0x80, 0xc3, 0xff};
+    for (size_t name = 1; name <= 8; name++) {
+        for (size_t pos = 0; pos < 40; pos++) {
+            char in[128];
+            size_t n = 0;
+            memcpy(in, "GET / HTTP/1.1\r\n", 16);
+            n = 16;
+            memset(in + n, 'N', name);
+            n += name;
+            memcpy(in + n, ": ", 2);
+            n += 2;
+            size_t value = n;
+            memset(in + n, 'v', 40);
+            n += 40;
+            memcpy(in + n, "\r\n\r\n", 4);
+            n += 4;
+            for (size_t k = 0; k < sizeof(bad); k++) {
+                in[value + pos] = (char)bad[k];
+                outcome_t o;
+                feed_whole(in, n, DEFAULTS, &o);
+                CHECK_EQ(o.rc, ADIEU_EPROTO);
+                CHECK(strcmp(o.detail, "control byte in request head") == 0);
+                outcome_free(&o);
+            }
+            /* A bare LF and a bare CR, at the same places. */
+            in[value + pos] = '\n';
+            outcome_t o;
+            feed_whole(in, n, DEFAULTS, &o);
+            CHECK(o.rc == ADIEU_EPROTO && strcmp(o.detail, "bare LF") == 0);
+            outcome_free(&o);
+            in[value + pos] = '\r';
+            feed_whole(in, n, DEFAULTS, &o);
+            CHECK(o.rc == ADIEU_EPROTO && strcmp(o.detail, "bare CR") == 0);
+            outcome_free(&o);
+            for (size_t k = 0; k < sizeof(good); k++) {
+                in[value + pos] = (char)good[k];
+                feed_whole(in, n, DEFAULTS, &o);
+                /* A HTAB at either end of the value is OWS, trimmed. */
+                size_t trim = good[k] == '\t' && (pos == 0 || pos == 39) ? 1 : 0;
+                if (CHECK_EQ(o.rc, 1) && CHECK_EQ(o.req.num_headers, 1)) {
+                    CHECK_EQ(o.req.headers[0].value_len, 40 - trim);
+                }
+                outcome_free(&o);
+            }
+            in[value + pos] = 'v';
+        }
+    }
+}
+
 /* HTAB is allowed in field values only: never in the request line, never in a name. */
 static void reject_htab_outside_values(void)
 {
@@ -987,6 +1043,7 @@ int main(void)
     CHECK_RUN(reject_bare_lf);
     CHECK_RUN(reject_bare_cr);
     CHECK_RUN(reject_control_bytes);
+    CHECK_RUN(scan_every_offset);
     CHECK_RUN(reject_htab_outside_values);
     CHECK_RUN(reject_request_lines);
     CHECK_RUN(limit_max_header_exact);

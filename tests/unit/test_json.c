@@ -405,9 +405,10 @@ static void test_invalid_vectors(void)
     }
 }
 
-/* The word-at-a-time string scan (needs_attention8() in json.c) must find a special byte in
- * any position of a word, and the byte loop after it must take over at the right place. Each
- * kind of special byte goes at every offset of a 24-byte string. */
+/* The word-at-a-time string scan (attention8() and first_attention() in json.c) must find a
+ * special byte in any position of a word and stop exactly at it, and the byte loop near the
+ * end of the input must take over at the right place. Each kind of special byte goes at every
+ * offset of a 24-byte string. */
 static void test_string_fast_path(void)
 {
     static const struct {
@@ -459,6 +460,53 @@ static void test_string_fast_path(void)
             CHECK(ok);
             adieu_buf_free(&out);
         }
+    }
+}
+
+/* Whitespace is skipped eight spaces at a time while a whole word of them is at hand: runs of
+ * every length up to 40 between two tokens, each with one other byte at every position (a
+ * tab, a newline, a CR, which are whitespace too, or an 'x', which is not) must give the
+ * same output or fail at that byte, and runs that reach the end of the input must still end
+ * the value there. */
+static void test_whitespace_runs(void)
+{
+    static const uint8_t others[] = {'\t', '\n', '\r', 'x'};
+    for (size_t run = 0; run <= 40; run++) {
+        for (size_t k = 0; k <= sizeof others; k++) {
+            for (size_t pos = 0; pos < (k < sizeof others ? run : 1); pos++) {
+                uint8_t in[64];
+                size_t len = 0;
+                in[len++] = '[';
+                in[len++] = '1';
+                memset(in + len, ' ', run);
+                if (k < sizeof others)
+                    in[len + pos] = others[k];
+                len += run;
+                in[len++] = ',';
+                in[len++] = '2';
+                in[len++] = ']';
+                adieu_buf_t out;
+                adieu_buf_init(&out);
+                adieu_json_error_t e = {0, NULL};
+                int rc = minify_guarded(in, len, &out, &e);
+                if (k < sizeof others && others[k] == 'x')
+                    CHECK(rc == ADIEU_EPROTO && e.offset == 2 + pos &&
+                          strcmp(e.detail, "expected ',' or ']'") == 0);
+                else
+                    CHECK(rc == 0 && adieu_buf_size(&out) == 5 &&
+                          memcmp(adieu_buf_head(&out), "[1,2]", 5) == 0);
+                adieu_buf_free(&out);
+            }
+        }
+        /* Trailing whitespace only: the top-level value ends the input. */
+        uint8_t in[64];
+        in[0] = '7';
+        memset(in + 1, ' ', run);
+        adieu_buf_t out;
+        adieu_buf_init(&out);
+        adieu_json_error_t e = {0, NULL};
+        CHECK(minify_guarded(in, 1 + run, &out, &e) == 0 && adieu_buf_size(&out) == 1);
+        adieu_buf_free(&out);
     }
 }
 
@@ -1351,6 +1399,7 @@ int main(void)
     CHECK_RUN(test_valid_vectors);
     CHECK_RUN(test_invalid_vectors);
     CHECK_RUN(test_string_fast_path);
+    CHECK_RUN(test_whitespace_runs);
     CHECK_RUN(test_nesting_limit);
     CHECK_RUN(test_out_unchanged_on_error);
     CHECK_RUN(test_append_after_content);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adieu/alloc.h"
 #include "adieu/errors.h"
 #include "proto/ws_conn.h"
 
@@ -258,13 +259,15 @@ static size_t chunk_len(split_kind_t kind, size_t cut, uint64_t *rng, size_t off
     return len < left ? len : left;
 }
 
-/* Feeds the stream to c as kind says. */
+/* Feeds the stream to c as kind says, trimming after each chunk as the I/O layer does after
+ * each read: a message assembled across chunks must survive it. */
 static void feed_stream(adieu_ws_conn_t *c, trace_t *t, const uint8_t *s, size_t n,
                         split_kind_t kind, size_t cut, uint64_t seed)
 {
     for (size_t off = 0; off < n && t->ok;) {
         size_t clen = chunk_len(kind, cut, &seed, off, n - off);
         feed(c, t, s + off, clen, true);
+        adieu_ws_conn_trim(c);
         off += clen;
     }
     t->state = adieu_ws_conn_state(c);
@@ -281,9 +284,10 @@ static trace_t *run(size_t max_message, const uint8_t *s, size_t n, split_kind_t
     adieu_ws_conn_t c;
     adieu_ws_conn_init(&c, max_message);
     feed_stream(&c, t, s, n, kind, cut, seed);
-    /* Between calls, an idle connection holds no heap memory. */
+    /* Between messages, an idle connection holds no heap memory once trimmed. */
     if (adieu_ws_conn_eof(&c) == 0) {
         feed(&c, t, NULL, 0, true);
+        adieu_ws_conn_trim(&c);
         t->ok = CHECK(c.assembly.data == NULL) && t->ok;
     }
     adieu_ws_conn_free(&c);
@@ -1370,9 +1374,10 @@ static void eof_truncated(void)
     s_free(&s);
 }
 
-/* An assembled message's storage is freed by the next call, even an empty one; a message in
+/* An assembled message's bytes are released by the next call, even an empty one, and its
+ * storage is kept for the next message until adieu_ws_conn_trim() frees it; a message in
  * place never allocates. */
-static void assembly_freed_after_message(void)
+static void assembly_kept_until_trim(void)
 {
     stream_t s = {.rng = 49};
     s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
@@ -1387,6 +1392,8 @@ static void assembly_freed_after_message(void)
     CHECK(c.assembly.data != NULL && ev.data == c.assembly.data);
     CHECK_EQ(used, s.n);
     CHECK_EQ(adieu_ws_conn_recv(&c, NULL, 0, &used, &ev), 0);
+    CHECK(c.assembly.data != NULL && adieu_buf_size(&c.assembly) == 0 && c.assembly.cap > 0);
+    adieu_ws_conn_trim(&c);
     CHECK(c.assembly.data == NULL && c.assembly.cap == 0);
     guard_free(in, s.n);
     stream_t w = {.rng = 50};
@@ -1398,6 +1405,220 @@ static void assembly_freed_after_message(void)
     adieu_ws_conn_free(&c);
     s_free(&w);
     s_free(&s);
+}
+
+/* A message assembled across reads survives adieu_ws_conn_trim() between them, whether it is
+ * cut inside a fragment of a fragmented message or inside a single frame. */
+static void assembly_trim_keeps_message_in_progress(void)
+{
+    stream_t s = {.rng = 52};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    size_t first = s.n;
+    s_text(&s, "world");
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, first - 1, true);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.assembly.data != NULL && adieu_buf_size(&c.assembly) == 4);
+    /* The rest of "Hello", and "world" up to the middle of its payload. */
+    feed(&c, &t, s.b + first - 1, s.n - first - 2, true);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.assembly.data != NULL && adieu_buf_size(&c.assembly) == 2);
+    feed(&c, &t, s.b + s.n - 3, 3, true);
+    CHECK(t.ok && t.count == 2);
+    is_message(&t, 0, ADIEU_WS_OP_TEXT, "Hello", 5);
+    is_message(&t, 1, ADIEU_WS_OP_TEXT, "world", 5);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.assembly.data == NULL);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* A read that ends inside the header of the next frame is not between messages: the storage
+ * stays for the message that frame may start. */
+static void assembly_trim_keeps_partial_header(void)
+{
+    stream_t s = {.rng = 53};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    size_t first = s.n;
+    s_frame(&s, ADIEU_WS_OP_BINARY, false, "ab", 2);
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "c", 1);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, first + 1, true);
+    CHECK_EQ(t.count, 1);
+    uint8_t *kept = c.assembly.data;
+    adieu_ws_conn_trim(&c);
+    CHECK(kept != NULL && c.assembly.data == kept);
+    feed(&c, &t, s.b + first + 1, s.n - first - 1, true);
+    CHECK(t.ok && t.count == 2);
+    is_message(&t, 1, ADIEU_WS_OP_BINARY, "abc", 3);
+    CHECK(c.assembly.data == kept);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.assembly.data == NULL);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* Once we sent our close, messages are no longer delivered: trim frees the storage even in
+ * the middle of one, and the rest of it is dropped unseen. */
+static void assembly_trim_after_close(void)
+{
+    stream_t s = {.rng = 54};
+    s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+    size_t first = s.n;
+    s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+    s_close(&s, 1000, "", 0);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    feed(&c, &t, s.b, first, true);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.assembly.data != NULL);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.assembly.data == NULL);
+    feed(&c, &t, s.b + first, s.n - first, true);
+    CHECK(t.count == 1 && is_close(&t, 0, 1000, ""));
+    CHECK(c.assembly.data == NULL && adieu_ws_conn_done(&c));
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* Storage over 64 KiB, left by a big assembled message, is freed by the next call without a
+ * trim; a small message's is kept. */
+static void assembly_large_storage_released(void)
+{
+    static const size_t sizes[] = {1000, 100000};
+    for (size_t k = 0; k < 2; k++) {
+        size_t n = sizes[k];
+        uint8_t *msg = malloc(n);
+        if (!CHECK(msg != NULL)) {
+            return;
+        }
+        memset(msg, 'x', n);
+        stream_t s = {.rng = 55 + k};
+        s_frame(&s, ADIEU_WS_OP_BINARY, false, msg, n / 2);
+        s_frame(&s, ADIEU_WS_OP_CONT, true, msg + n / 2, n - n / 2);
+        adieu_ws_conn_t c;
+        adieu_ws_conn_init(&c, MIB);
+        trace_t t = {.ok = true};
+        feed(&c, &t, s.b, s.n, true);
+        CHECK(t.ok && t.count == 1);
+        is_message(&t, 0, ADIEU_WS_OP_BINARY, msg, n);
+        CHECK_EQ(c.assembly.data != NULL, n <= 64 * 1024);
+        trace_free(&t);
+        adieu_ws_conn_free(&c);
+        s_free(&s);
+        free(msg);
+    }
+}
+
+/* Allocations made through adieu's allocator, for the steady-state scenarios below. */
+static size_t allocations;
+
+static void *counting_malloc(size_t size)
+{
+    allocations++;
+    return malloc(size);
+}
+
+static void *counting_realloc(void *ptr, size_t size)
+{
+    allocations++;
+    return realloc(ptr, size);
+}
+
+static void *counting_calloc(size_t count, size_t size)
+{
+    allocations++;
+    return calloc(count, size);
+}
+
+/* Issue 5: no allocation per message on the steady-state path. Messages that each straddle
+ * two reads, trimmed after every read as the I/O layer does, allocate once, for the first. */
+static void assembly_no_allocation_per_split_message(void)
+{
+    enum { COUNT = 200, PAYLOAD = 1000 };
+    uint8_t payload[PAYLOAD];
+    for (size_t i = 0; i < PAYLOAD; i++) {
+        payload[i] = (uint8_t)('a' + i % 26);
+    }
+    stream_t s = {.rng = 57};
+    for (size_t k = 0; k < COUNT; k++) {
+        s_frame(&s, ADIEU_WS_OP_TEXT, true, payload, PAYLOAD);
+    }
+    size_t frame = s.n / COUNT;
+    CHECK_EQ(adieu_replace_allocator(counting_malloc, counting_realloc, counting_calloc, free), 0);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, MIB);
+    trace_t t = {.ok = true};
+    /* Reads of one frame each, from the middle of a frame to the middle of the next. */
+    size_t off = 0;
+    size_t after_first = 0;
+    for (size_t end = frame / 2; off < s.n && t.ok; end += frame) {
+        size_t stop = end < s.n ? end : s.n;
+        feed(&c, &t, s.b + off, stop - off, true);
+        adieu_ws_conn_trim(&c);
+        off = stop;
+        if (t.count == 1 && after_first == 0) {
+            after_first = allocations;
+        }
+    }
+    CHECK(t.ok && t.count == COUNT);
+    for (size_t k = 0; k < t.count; k++) {
+        is_message(&t, k, ADIEU_WS_OP_TEXT, payload, PAYLOAD);
+        CHECK(!t.ev[k].in_place);
+    }
+    CHECK_EQ(after_first, 1);
+    CHECK_EQ(allocations, after_first);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.assembly.data == NULL);
+    adieu_ws_conn_free(&c);
+    CHECK_EQ(adieu_replace_allocator(malloc, realloc, calloc, free), 0);
+    trace_free(&t);
+    s_free(&s);
+}
+
+/* Fragmented messages in one read: a hundred of them allocate what the first one alone does. */
+static void assembly_no_allocation_per_fragmented_message(void)
+{
+    enum { COUNT = 100, PIECE = 300 };
+    uint8_t piece[PIECE];
+    memset(piece, 'y', sizeof(piece));
+    stream_t one = {.rng = 58};
+    s_frame(&one, ADIEU_WS_OP_BINARY, false, piece, PIECE);
+    s_frame(&one, ADIEU_WS_OP_CONT, false, piece, PIECE);
+    s_frame(&one, ADIEU_WS_OP_CONT, true, piece, PIECE);
+    stream_t many = {.rng = 59};
+    for (size_t k = 0; k < COUNT; k++) {
+        s_put(&many, one.b, one.n);
+    }
+    CHECK_EQ(adieu_replace_allocator(counting_malloc, counting_realloc, counting_calloc, free), 0);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, MIB);
+    trace_t t = {.ok = true};
+    size_t before = allocations;
+    feed(&c, &t, one.b, one.n, true);
+    adieu_ws_conn_trim(&c);
+    size_t first = allocations - before;
+    CHECK(first > 0 && c.assembly.data == NULL);
+    before = allocations;
+    feed(&c, &t, many.b, many.n, true);
+    CHECK_EQ(allocations - before, first);
+    CHECK(t.ok && t.count == 1 + COUNT);
+    adieu_ws_conn_free(&c);
+    CHECK_EQ(adieu_replace_allocator(malloc, realloc, calloc, free), 0);
+    trace_free(&t);
+    s_free(&one);
+    s_free(&many);
 }
 
 /* adieu_ws_conn_free() leaves a connection that discards input and refuses sends. */
@@ -1613,7 +1834,13 @@ int main(void)
     CHECK_RUN(output_partial_pong);
     CHECK_RUN(fail_is_terminal);
     CHECK_RUN(eof_truncated);
-    CHECK_RUN(assembly_freed_after_message);
+    CHECK_RUN(assembly_kept_until_trim);
+    CHECK_RUN(assembly_trim_keeps_message_in_progress);
+    CHECK_RUN(assembly_trim_keeps_partial_header);
+    CHECK_RUN(assembly_trim_after_close);
+    CHECK_RUN(assembly_large_storage_released);
+    CHECK_RUN(assembly_no_allocation_per_split_message);
+    CHECK_RUN(assembly_no_allocation_per_fragmented_message);
     CHECK_RUN(conn_free_is_terminal);
     CHECK_RUN(recv_1mib_binary_random_fragments);
     CHECK_RUN(recv_1mib_text_random_fragments);
