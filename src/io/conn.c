@@ -86,8 +86,10 @@ static size_t queued(const adieu_conn_t *conn)
 
 static void conn_free(adieu_conn_t *conn)
 {
-    adieu_frame_parser_free(&conn->frame);
-    adieu_buf_free(&conn->inbuf);
+    if (conn->phase == ADIEU__PHASE_FRAMED)
+        adieu_frame_parser_free(&conn->frame);
+    else if (conn->phase == ADIEU__PHASE_HTTP)
+        adieu_buf_free(&conn->inbuf);
     adieu__ws_free(conn);
     adieu_buf_free(&conn->out_pend);
     adieu_buf_free(&conn->out_fly);
@@ -356,7 +358,7 @@ static void on_write(uv_write_t *req, int status)
  * the kernel did not take moves to out_fly for one uv_write. */
 static void flush(adieu_conn_t *conn)
 {
-    if (conn->writing || adieu_buf_size(&conn->out_pend) == 0)
+    if (conn->writing || conn->shutdown_sent || adieu_buf_size(&conn->out_pend) == 0)
         return;
     uv_buf_t b = uv_buf_init((char *)adieu_buf_head(&conn->out_pend),
                              (unsigned)adieu_buf_size(&conn->out_pend));
@@ -718,8 +720,9 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
     }
     uv_tcp_nodelay(&conn->tcp, 1);
     set_keepalive(fd, server->cfg.keepalive_ms);
-    adieu_frame_parser_init(&conn->frame, server->cfg.prefix_bytes, server->cfg.max_message);
     conn->phase = listener->proto == ADIEU_WEBSOCKET ? ADIEU__PHASE_HTTP : ADIEU__PHASE_FRAMED;
+    if (conn->phase == ADIEU__PHASE_FRAMED)
+        adieu_frame_parser_init(&conn->frame, server->cfg.prefix_bytes, server->cfg.max_message);
     conn->last_active = uv_now(server->loop);
     adieu_proto_t proto = listener->proto;
     server->stats.connections++;

@@ -76,8 +76,12 @@ typedef struct adieu_listener_s {
 struct adieu_conn_s {
     uv_tcp_t tcp;
     uv_timer_t timer; /* idle timeout while OPEN; close bound while CLOSING/LINGERING */
-    uv_write_t write_req;
-    uv_shutdown_t shutdown_req;
+    /* NOTE: one storage for both requests: the FIN (uv_shutdown) is sent only once no write
+     * is in flight and the queue is empty, and nothing is written after it (flush()). */
+    union {
+        uv_write_t write_req;
+        uv_shutdown_t shutdown_req;
+    };
     adieu_server_t *server;
     adieu_listener_t *listener;
     adieu_proto_t proto; /* copied: the listener may be gone while references remain */
@@ -105,10 +109,15 @@ struct adieu_conn_s {
     uint64_t last_active;
 
     adieu_conn_phase_t phase;
-    adieu_frame_parser_t frame; /* PHASE_FRAMED */
-    adieu_http_parser_t http;   /* PHASE_HTTP */
-    adieu_buf_t inbuf;          /* PHASE_HTTP: the request head so far */
-    adieu_ws_side_t *ws;        /* PHASE_WS */
+    /* A connection is framed, or starts in HTTP: their parsers share storage. */
+    union {
+        adieu_frame_parser_t frame; /* PHASE_FRAMED */
+        struct {
+            adieu_http_parser_t http; /* PHASE_HTTP */
+            adieu_buf_t inbuf;        /* PHASE_HTTP, and at the upgrade: the request head */
+        };
+    };
+    adieu_ws_side_t *ws; /* PHASE_WS */
 
     /* Output: the application appends to out_pend; out_fly is being written by libuv and
      * must not move. Swapping them keeps two buffers' worth of storage and no allocation
