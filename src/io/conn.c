@@ -9,8 +9,8 @@
  *    tentative reason); later calls are no-ops.
  *  - Nothing is torn down under an application callback: adieu_conn_close() and sends only
  *    mark the connection dirty; the pump runs after the callback returned.
- *  - Memory goes only when the last reference is released, which is never before both
- *    handles have closed.
+ *  - Memory goes only when the last reference is released, which is never before the TCP
+ *    handle has closed.
  */
 #include <assert.h>
 #include <netinet/in.h>
@@ -26,7 +26,6 @@
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-static void on_timer(uv_timer_t *timer);
 static void flush(adieu_conn_t *conn);
 static void written(adieu_conn_t *conn, size_t bytes);
 
@@ -84,16 +83,49 @@ static size_t queued(const adieu_conn_t *conn)
     return adieu_buf_size(&conn->out_pend) + adieu_buf_size(&conn->out_fly);
 }
 
+/* Requests come from a free list that grows to the most writes (and FINs) ever in flight at
+ * once and is freed with the server: a steady state takes and returns, never allocates. */
+static adieu_req_t *req_take(adieu_server_t *server)
+{
+    adieu_req_t *req = server->free_reqs;
+    if (req == NULL)
+        return adieu__malloc(sizeof(*req));
+    server->free_reqs = req->next_free;
+    return req;
+}
+
+static void req_give(adieu_server_t *server, adieu_req_t *req)
+{
+    req->next_free = server->free_reqs;
+    server->free_reqs = req;
+}
+
+/* Output storage goes back to the server's pools once empty (see adieu_conn_s). */
+static void give_out(adieu_conn_t *conn, adieu_buf_t *b)
+{
+    adieu_buf_reset(b);
+    adieu_buf_pool_give(&conn->server->out_pool, b);
+}
+
+static void give_ends(adieu_conn_t *conn)
+{
+    adieu_buf_reset(&conn->msg_ends);
+    adieu_buf_pool_give(&conn->server->ends_pool, &conn->msg_ends);
+}
+
 static void conn_free(adieu_conn_t *conn)
 {
+    /* A request in flight completes (canceled) before the handle's close callback. */
+    assert(conn->req == NULL);
     if (conn->phase == ADIEU__PHASE_FRAMED)
         adieu_frame_parser_free(&conn->frame);
     else if (conn->phase == ADIEU__PHASE_HTTP)
         adieu_buf_free(&conn->inbuf);
-    adieu__ws_free(conn);
-    adieu_buf_free(&conn->out_pend);
-    adieu_buf_free(&conn->out_fly);
-    adieu_buf_free(&conn->msg_ends);
+    else
+        adieu__ws_free(conn);
+    give_out(conn, &conn->out_pend);
+    give_out(conn, &conn->out_fly);
+    give_ends(conn);
     adieu__free(conn->defer_heap);
     adieu__free(conn);
 }
@@ -114,10 +146,7 @@ void adieu_conn_unref(adieu_conn_t *conn)
 
 static void on_handle_closed(uv_handle_t *handle)
 {
-    adieu_conn_t *conn = handle->data;
-    assert(conn->handles > 0);
-    if (--conn->handles == 0)
-        adieu_conn_unref(conn);
+    adieu_conn_unref(handle->data);
 }
 
 void adieu__conn_mark_dirty(adieu_conn_t *conn)
@@ -200,7 +229,7 @@ void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err)
     server->stats.open[proto]--;
     server->stats.closed[proto][conn->reason]++;
     read_stop(conn);
-    uv_timer_stop(&conn->timer);
+    adieu__timer_stop(conn);
     log_close(conn);
 
     /* The library's reference keeps the object alive through on_close and the clean-ups
@@ -218,7 +247,6 @@ void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err)
     if (conn->writing && adieu_buf_size(&conn->out_fly) >= conn->tcp.write_queue_size)
         written(conn, adieu_buf_size(&conn->out_fly) - conn->tcp.write_queue_size);
     uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
-    uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
     adieu__server_check_done(server);
 }
 
@@ -241,15 +269,18 @@ void adieu__conn_begin_close(adieu_conn_t *conn, adieu_reason_t reason, int sys_
         read_start(conn);
     /* During a drain the server's deadline bounds every connection; otherwise a close bound
      * of its own keeps a peer that never reads or never closes from holding it forever. */
-    uv_timer_stop(&conn->timer);
     if (reason != ADIEU_REASON_SHUTDOWN)
-        uv_timer_start(&conn->timer, on_timer, conn->server->cfg.linger_timeout_ms, 0);
+        adieu__timer_start(conn, conn->server->cfg.linger_timeout_ms);
+    else
+        adieu__timer_stop(conn);
     adieu__conn_mark_dirty(conn);
 }
 
 static void on_shutdown_done(uv_shutdown_t *req, int status)
 {
     adieu_conn_t *conn = req->data;
+    conn->req = NULL;
+    req_give(conn->server, (adieu_req_t *)req);
     if (conn->state == ADIEU__CONN_CLOSED)
         return;
     if (status < 0) {
@@ -280,7 +311,7 @@ void adieu__conn_pump(adieu_conn_t *conn)
     /* RFC 6455 §7.1.1: after our close frame, the peer's close ends the handshake; the
      * server then closes TCP (here: FIN and the lingering read, like every close). */
     if (conn->phase == ADIEU__PHASE_WS && !conn->eof_seen &&
-        conn->reason != ADIEU_REASON_IDLE_TIMEOUT && adieu_ws_conn_close_expected(&conn->ws->c))
+        conn->reason != ADIEU_REASON_IDLE_TIMEOUT && adieu_ws_conn_close_expected(&conn->ws.c))
         return;
     if (conn->eof_seen || conn->reason == ADIEU_REASON_IDLE_TIMEOUT) {
         /* The peer already half-closed and everything owed is written: closing the socket
@@ -289,11 +320,21 @@ void adieu__conn_pump(adieu_conn_t *conn)
         adieu__conn_finish(conn, conn->reason, 0);
         return;
     }
+    adieu_req_t *req = req_take(conn->server);
+    if (req == NULL) {
+        snprintf(conn->detail, sizeof(conn->detail), "out of memory");
+        adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
+        return;
+    }
     conn->shutdown_sent = true;
-    conn->shutdown_req.data = conn;
-    int rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown_done);
-    if (rc < 0)
+    conn->req = req;
+    req->shutdown.data = conn;
+    int rc = uv_shutdown(&req->shutdown, (uv_stream_t *)&conn->tcp, on_shutdown_done);
+    if (rc < 0) {
+        conn->req = NULL;
+        req_give(conn->server, req);
         adieu__conn_finish(conn, sys_reason(rc), rc);
+    }
 }
 
 /* ---- output ---------------------------------------------------------------------------- */
@@ -307,7 +348,7 @@ static void written(adieu_conn_t *conn, size_t bytes)
         /* Everything queued is written (the usual case): every recorded message is done. */
         conn->server->stats.messages_out[proto] +=
             adieu_buf_size(&conn->msg_ends) / sizeof(uint64_t);
-        adieu_buf_reset(&conn->msg_ends);
+        give_ends(conn);
         return;
     }
     while (adieu_buf_size(&conn->msg_ends) >= sizeof(uint64_t)) {
@@ -341,6 +382,8 @@ static void on_write(uv_write_t *req, int status)
 {
     adieu_conn_t *conn = req->data;
     conn->writing = false;
+    conn->req = NULL;
+    req_give(conn->server, (adieu_req_t *)req);
     if (conn->state == ADIEU__CONN_CLOSED)
         return; /* canceled by the close; nothing is owed any more */
     if (status < 0) {
@@ -348,8 +391,9 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     written(conn, adieu_buf_size(&conn->out_fly));
-    adieu_buf_reset(&conn->out_fly);
-    adieu_buf_shrink(&conn->out_fly, conn->server->cfg.write_high_watermark);
+    give_out(conn, &conn->out_fly);
+    if (adieu_buf_size(&conn->out_pend) == 0)
+        give_out(conn, &conn->out_pend);
     queue_shrunk(conn);
     adieu__conn_pump(conn);
 }
@@ -369,9 +413,14 @@ static void flush(adieu_conn_t *conn)
     }
     if (n == (int)b.len) {
         written(conn, (size_t)n);
-        adieu_buf_reset(&conn->out_pend);
-        adieu_buf_shrink(&conn->out_pend, conn->server->cfg.write_high_watermark);
+        give_out(conn, &conn->out_pend);
         queue_shrunk(conn);
+        return;
+    }
+    adieu_req_t *req = req_take(conn->server);
+    if (req == NULL) {
+        snprintf(conn->detail, sizeof(conn->detail), "out of memory");
+        adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
         return;
     }
     if (n > 0) {
@@ -383,9 +432,12 @@ static void flush(adieu_conn_t *conn)
     conn->out_pend = tmp;
     b = uv_buf_init((char *)adieu_buf_head(&conn->out_fly),
                     (unsigned)adieu_buf_size(&conn->out_fly));
-    conn->write_req.data = conn;
-    int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, &b, 1, on_write);
+    conn->req = req;
+    req->write.data = conn;
+    int rc = uv_write(&req->write, (uv_stream_t *)&conn->tcp, &b, 1, on_write);
     if (rc < 0) {
+        conn->req = NULL;
+        req_give(conn->server, req);
         adieu__conn_finish(conn, sys_reason(rc), rc);
         return;
     }
@@ -406,6 +458,7 @@ static bool over_high_watermark(adieu_conn_t *conn)
 
 int adieu__conn_out_append(adieu_conn_t *conn, const void *data, size_t len)
 {
+    adieu_buf_pool_take(&conn->server->out_pool, &conn->out_pend);
     if (adieu_buf_append(&conn->out_pend, data, len) < 0)
         return ADIEU_ENOMEM;
     conn->out_queued += len;
@@ -471,7 +524,9 @@ int adieu_conn_send(adieu_conn_t *conn, adieu_opcode_t opcode, const void *data,
     if (len > cfg->write_hard_limit || queued(conn) + total > cfg->write_hard_limit)
         return ADIEU_EBUFFULL;
     /* Where this message ends in the stream, for messages_out: reserved first, so that a
-     * failure leaves nothing half-queued. */
+     * failure leaves nothing half-queued. Storage comes from the pools when there is none. */
+    adieu_buf_pool_take(&conn->server->ends_pool, &conn->msg_ends);
+    adieu_buf_pool_take(&conn->server->out_pool, &conn->out_pend);
     uint8_t *end_slot = adieu_buf_reserve(&conn->msg_ends, sizeof(uint64_t));
     uint8_t *dst = end_slot != NULL ? adieu_buf_reserve(&conn->out_pend, total) : NULL;
     if (dst == NULL)
@@ -513,8 +568,13 @@ static void deliver(adieu_conn_t *conn, const uint8_t *data, size_t len)
         int rc = adieu_frame_parse(&conn->frame, data, len, &used, &fm);
         data += used;
         len -= used;
-        if (rc == 0)
+        if (rc == 0) {
+            /* The read is used up and its messages handled: storage for assembling split
+             * payloads goes unless one is still being assembled, so an idle connection
+             * holds none. */
+            adieu_frame_parser_trim(&conn->frame);
             return;
+        }
         if (rc < 0) {
             if (rc == ADIEU_ETOOBIG) {
                 snprintf(conn->detail, sizeof(conn->detail), "declared length %zu over %zu",
@@ -598,9 +658,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     adieu_conn_unref(conn);
 }
 
-static void on_timer(uv_timer_t *timer)
+void adieu__conn_on_timer(adieu_conn_t *conn)
 {
-    adieu_conn_t *conn = timer->data;
     uint64_t idle = conn->server->cfg.idle_timeout_ms;
     switch (conn->state) {
     case ADIEU__CONN_OPEN: {
@@ -615,19 +674,19 @@ static void on_timer(uv_timer_t *timer)
         uint64_t quiet = uv_now(conn->server->loop) - conn->last_active;
         if (quiet < idle) {
             conn->idle_confirm = false;
-            uv_timer_start(&conn->timer, on_timer, idle - quiet, 0);
+            adieu__timer_start(conn, idle - quiet);
             return;
         }
         if (!conn->idle_confirm) {
             conn->idle_confirm = true;
-            uv_timer_start(&conn->timer, on_timer, 1, 0);
+            adieu__timer_start(conn, 1);
             return;
         }
         conn->idle_confirm = false;
         /* SPEC section 4: a silent WebSocket peer is pinged first, closed only if nothing
          * arrives within a second timeout. */
         if (conn->phase == ADIEU__PHASE_WS && adieu__ws_idle(conn)) {
-            uv_timer_start(&conn->timer, on_timer, idle, 0);
+            adieu__timer_start(conn, idle);
             adieu__conn_pump(conn);
             return;
         }
@@ -692,7 +751,10 @@ static void set_keepalive(int fd, uint64_t ms)
 void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockaddr *peer)
 {
     adieu_server_t *server = listener->server;
-    adieu_conn_t *conn = adieu__calloc(1, sizeof(*conn));
+    /* Room in the timer heap for every connection, so that arming a timer cannot fail. */
+    adieu_conn_t *conn = adieu__timers_reserve(server, (uint32_t)server->nconns + 1) == 0
+                             ? adieu__calloc(1, sizeof(*conn))
+                             : NULL;
     if (conn == NULL) {
         adieu__conn_drop(listener, fd, peer, ADIEU_REASON_SERVER_ERROR, 0, "out of memory");
         return;
@@ -704,10 +766,7 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
     adieu_list_init(&conn->link);
     adieu_list_init(&conn->dirty);
     uv_tcp_init(server->loop, &conn->tcp);
-    uv_timer_init(server->loop, &conn->timer);
     conn->tcp.data = conn;
-    conn->timer.data = conn;
-    conn->handles = 2;
     adieu__format_addr(peer, conn->peer, sizeof(conn->peer));
     int rc = uv_tcp_open(&conn->tcp, fd);
     if (rc < 0) {
@@ -715,14 +774,15 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
         adieu__conn_drop(listener, fd, peer, ADIEU_REASON_SERVER_ERROR, rc, "uv_tcp_open failed");
         conn->state = ADIEU__CONN_CLOSED;
         uv_close((uv_handle_t *)&conn->tcp, on_handle_closed);
-        uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
         return;
     }
     uv_tcp_nodelay(&conn->tcp, 1);
     set_keepalive(fd, server->cfg.keepalive_ms);
     conn->phase = listener->proto == ADIEU_WEBSOCKET ? ADIEU__PHASE_HTTP : ADIEU__PHASE_FRAMED;
-    if (conn->phase == ADIEU__PHASE_FRAMED)
+    if (conn->phase == ADIEU__PHASE_FRAMED) {
         adieu_frame_parser_init(&conn->frame, server->cfg.prefix_bytes, server->cfg.max_message);
+        conn->frame.pool = &server->in_pool;
+    }
     conn->last_active = uv_now(server->loop);
     adieu_proto_t proto = listener->proto;
     server->stats.connections++;
@@ -758,16 +818,18 @@ void adieu__conn_accept(adieu_listener_t *listener, int fd, const struct sockadd
 
 void adieu__conn_start_idle(adieu_conn_t *conn)
 {
-    uv_timer_stop(&conn->timer);
     if (conn->server->cfg.idle_timeout_ms > 0)
-        uv_timer_start(&conn->timer, on_timer, conn->server->cfg.idle_timeout_ms, 0);
+        adieu__timer_start(conn, conn->server->cfg.idle_timeout_ms);
+    else
+        adieu__timer_stop(conn);
 }
 
 void adieu__conn_start_handshake_timer(adieu_conn_t *conn)
 {
-    uv_timer_stop(&conn->timer);
     if (conn->server->cfg.handshake_timeout_ms > 0)
-        uv_timer_start(&conn->timer, on_timer, conn->server->cfg.handshake_timeout_ms, 0);
+        adieu__timer_start(conn, conn->server->cfg.handshake_timeout_ms);
+    else
+        adieu__timer_stop(conn);
 }
 
 int adieu_conn_close(adieu_conn_t *conn)

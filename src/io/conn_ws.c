@@ -77,17 +77,29 @@ static void upgrade(adieu_conn_t *conn, const adieu_handshake_t *hs, size_t head
     adieu_server_t *server = conn->server;
     char out[ADIEU_HANDSHAKE_RESPONSE_MAX];
     int n = adieu_handshake_write_101(hs, out, sizeof(out));
-    conn->ws = n > 0 ? adieu__calloc(1, sizeof(*conn->ws)) : NULL;
-    if (conn->ws != NULL) {
-        adieu_ws_conn_init(&conn->ws->c, server->cfg.max_message);
-        conn->ws->subprotocol = hs->subprotocol;
-    }
     /* The 101 must be queued before the application is told: a peer that never gets it
      * would wait forever on a connection the application believes open. */
-    if (conn->ws == NULL || adieu__conn_out_append(conn, out, (size_t)n) < 0) {
+    if (n <= 0 || adieu__conn_out_append(conn, out, (size_t)n) < 0) {
+        snprintf(conn->detail, sizeof(conn->detail), "out of memory");
         adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
         return;
     }
+    /* NOTE: the early frames move out of the request buffer first: the WebSocket state
+     * takes the request's storage, and frames are unmasked in place. */
+    size_t rest = adieu_buf_size(&conn->inbuf) - head_len;
+    uint8_t *early = rest > 0 ? adieu__malloc(rest) : NULL;
+    if (rest > 0 && early == NULL) {
+        snprintf(conn->detail, sizeof(conn->detail), "out of memory");
+        adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
+        return;
+    }
+    if (rest > 0)
+        memcpy(early, adieu_buf_head(&conn->inbuf) + head_len, rest);
+    adieu_buf_free(&conn->inbuf);
+    memset(&conn->ws, 0, sizeof(conn->ws));
+    adieu_ws_conn_init(&conn->ws.c, server->cfg.max_message);
+    conn->ws.c.pool = &server->in_pool;
+    conn->ws.subprotocol = hs->subprotocol;
     conn->phase = ADIEU__PHASE_WS;
     server->nhttp--;
     adieu__conn_start_idle(conn);
@@ -96,23 +108,9 @@ static void upgrade(adieu_conn_t *conn, const adieu_handshake_t *hs, size_t head
     conn->opened = true;
     if (conn->listener->handler.on_open)
         conn->listener->handler.on_open(conn, conn->listener->user_data);
-    size_t rest = adieu_buf_size(&conn->inbuf) - head_len;
-    if (rest > 0 && conn->state != ADIEU__CONN_CLOSED) {
-        /* NOTE: moved out first: the buffer is freed below, and frames are unmasked in
-         * place. */
-        uint8_t *early = adieu__malloc(rest);
-        if (early == NULL) {
-            adieu_buf_free(&conn->inbuf); /* PHASE_WS now: conn_free() no longer frees it */
-            adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
-            return;
-        }
-        memcpy(early, adieu_buf_head(&conn->inbuf) + head_len, rest);
-        adieu_buf_free(&conn->inbuf);
+    if (early != NULL && conn->state != ADIEU__CONN_CLOSED)
         adieu__ws_input(conn, early, rest);
-        adieu__free(early);
-        return;
-    }
-    adieu_buf_free(&conn->inbuf);
+    adieu__free(early);
 }
 
 static void http_request(adieu_conn_t *conn, const adieu_http_request_t *req, size_t head_len)
@@ -187,7 +185,7 @@ static adieu_reason_t fail_reason(adieu_ws_fail_t fail)
 
 static void ws_event(adieu_conn_t *conn, const adieu_ws_event_t *ev)
 {
-    adieu_ws_side_t *ws = conn->ws;
+    adieu_ws_side_t *ws = &conn->ws;
     switch (ev->type) {
     case ADIEU_WS_EV_MESSAGE:
         if (conn->state == ADIEU__CONN_OPEN)
@@ -200,8 +198,13 @@ static void ws_event(adieu_conn_t *conn, const adieu_ws_event_t *ev)
     case ADIEU_WS_EV_CLOSE:
         if (ws->code == 0) {
             ws->code = ev->code;
-            ws->reason_len = ev->len < sizeof(ws->reason) ? ev->len : sizeof(ws->reason);
-            memcpy(ws->reason, ev->data, ws->reason_len);
+            /* At most 123 bytes (RFC 6455 §5.5). Without memory for it the reason is left
+             * out of the close information, not the close. */
+            ws->reason = ev->len > 0 ? adieu__malloc(ev->len) : NULL;
+            if (ws->reason != NULL) {
+                memcpy(ws->reason, ev->data, ev->len);
+                ws->reason_len = (uint8_t)ev->len;
+            }
         }
         adieu__conn_begin_close(conn, ADIEU_REASON_NORMAL, 0);
         adieu__conn_mark_dirty(conn);
@@ -217,11 +220,11 @@ static void ws_event(adieu_conn_t *conn, const adieu_ws_event_t *ev)
 
 static void ws_frames(adieu_conn_t *conn, uint8_t *data, size_t len)
 {
-    conn->ws->ping_sent = false;
+    conn->ws.ping_sent = false;
     while (conn->state == ADIEU__CONN_OPEN || conn->state == ADIEU__CONN_CLOSING) {
         size_t used = 0;
         adieu_ws_event_t ev;
-        int rc = adieu_ws_conn_recv(&conn->ws->c, data, len, &used, &ev);
+        int rc = adieu_ws_conn_recv(&conn->ws.c, data, len, &used, &ev);
         data += used;
         len -= used;
         if (rc == 0) {
@@ -229,14 +232,14 @@ static void ws_frames(adieu_conn_t *conn, uint8_t *data, size_t len)
              * messages goes, unless a message is still being assembled across reads (then
              * keeping it spares an allocation per message), so an idle connection holds
              * none. */
-            adieu_ws_conn_trim(&conn->ws->c);
+            adieu_ws_conn_trim(&conn->ws.c);
             return;
         }
         ws_event(conn, &ev);
         /* Control output is taken after every event: each ping gets its own pong, in
          * order with the replies around it (the core keeps one pong slot). Usually there
          * is none, which the inline check answers without a call. */
-        if (conn->state != ADIEU__CONN_CLOSED && adieu_ws_conn_has_output(&conn->ws->c))
+        if (conn->state != ADIEU__CONN_CLOSED && adieu_ws_conn_has_output(&conn->ws.c))
             adieu__ws_collect_output(conn);
     }
 }
@@ -252,7 +255,7 @@ void adieu__ws_input(adieu_conn_t *conn, uint8_t *data, size_t len)
 void adieu__ws_eof(adieu_conn_t *conn)
 {
     int truncated = conn->phase == ADIEU__PHASE_HTTP ? adieu_http_parser_eof(&conn->http)
-                                                     : adieu_ws_conn_eof(&conn->ws->c);
+                                                     : adieu_ws_conn_eof(&conn->ws.c);
     if (truncated < 0) {
         snprintf(conn->detail, sizeof(conn->detail), "%s",
                  conn->phase == ADIEU__PHASE_HTTP ? "stream ended inside the request"
@@ -280,22 +283,32 @@ static unsigned close_code(adieu_reason_t reason, const char **text)
     }
 }
 
+/* Queues our close frame. Only a reason needs memory: when none is left the peer still gets
+ * the code, rather than no close frame at all. */
+static int ws_send_close(adieu_ws_conn_t *c, unsigned code, const char *text)
+{
+    int rc = adieu_ws_conn_send_close(c, code, text, strlen(text));
+    if (rc == ADIEU_ENOMEM)
+        rc = adieu_ws_conn_send_close(c, code, "", 0);
+    return rc;
+}
+
 void adieu__ws_begin_close(adieu_conn_t *conn, adieu_reason_t reason)
 {
-    adieu_ws_side_t *ws = conn->ws;
+    adieu_ws_side_t *ws = &conn->ws;
     /* A peer that closed TCP gets no close frame; one whose close came first, or that broke
      * the protocol, already has its answer queued by the core. */
     if (conn->eof_seen || adieu_ws_conn_state(&ws->c) != ADIEU_WS_OPEN)
         return;
     const char *text;
     unsigned code = close_code(reason, &text);
-    if (adieu_ws_conn_send_close(&ws->c, code, text, strlen(text)) == 0 && ws->code == 0)
+    if (ws_send_close(&ws->c, code, text) == 0 && ws->code == 0)
         ws->code = code;
 }
 
 bool adieu__ws_idle(adieu_conn_t *conn)
 {
-    adieu_ws_side_t *ws = conn->ws;
+    adieu_ws_side_t *ws = &conn->ws;
     uint8_t hdr[10];
     if (ws->ping_sent)
         return false;
@@ -310,7 +323,7 @@ void adieu__ws_collect_output(adieu_conn_t *conn)
 {
     const uint8_t *bytes;
     size_t n;
-    while ((n = adieu_ws_conn_output(&conn->ws->c, &bytes)) > 0) {
+    while ((n = adieu_ws_conn_output(&conn->ws.c, &bytes)) > 0) {
         if (adieu__conn_out_append(conn, bytes, n) < 0) {
             /* A pong or close frame we owe cannot be queued, and nothing would retry it:
              * the close handshake could only end in close_timeout, blaming the peer. */
@@ -318,14 +331,14 @@ void adieu__ws_collect_output(adieu_conn_t *conn)
             adieu__conn_finish(conn, ADIEU_REASON_SERVER_ERROR, 0);
             return;
         }
-        adieu_ws_conn_output_consume(&conn->ws->c, n);
+        adieu_ws_conn_output_consume(&conn->ws.c, n);
     }
 }
 
 int adieu__ws_send(adieu_conn_t *conn, adieu_opcode_t opcode, size_t len, uint8_t hdr[10])
 {
     adieu_ws_opcode_t op = opcode == ADIEU_TEXT ? ADIEU_WS_OP_TEXT : ADIEU_WS_OP_BINARY;
-    int n = adieu_ws_conn_send_header(&conn->ws->c, op, len, hdr);
+    int n = adieu_ws_conn_send_header(&conn->ws.c, op, len, hdr);
     return n == ADIEU_EINVALID_STATE ? ADIEU_ECLOSED : n;
 }
 
@@ -337,25 +350,25 @@ void adieu__ws_fill_close_info(const adieu_conn_t *conn, adieu_close_info_t *inf
     info->ws_reason = "";
     if (conn->phase != ADIEU__PHASE_WS)
         return;
-    const adieu_ws_side_t *ws = conn->ws;
+    const adieu_ws_side_t *ws = &conn->ws;
     /* RFC 6455 §7.4.1: 1006 stands for a connection that ended without a close frame. */
     info->ws_code = ws->code != 0 ? (int)ws->code : 1006;
-    info->ws_reason = ws->reason;
-    info->ws_reason_len = ws->reason_len;
+    if (ws->reason != NULL) {
+        info->ws_reason = ws->reason;
+        info->ws_reason_len = ws->reason_len;
+    }
 }
 
 void adieu__ws_free(adieu_conn_t *conn)
 {
-    if (conn->ws == NULL)
-        return;
-    adieu_ws_conn_free(&conn->ws->c);
-    adieu__free(conn->ws);
-    conn->ws = NULL;
+    adieu_ws_conn_free(&conn->ws.c);
+    adieu__free(conn->ws.reason);
+    conn->ws.reason = NULL;
 }
 
 const char *adieu_conn_subprotocol(const adieu_conn_t *conn)
 {
-    return conn->phase == ADIEU__PHASE_WS ? conn->ws->subprotocol : NULL;
+    return conn->phase == ADIEU__PHASE_WS ? conn->ws.subprotocol : NULL;
 }
 
 int adieu_conn_close_code(adieu_conn_t *conn, unsigned code, const char *reason)
@@ -364,10 +377,10 @@ int adieu_conn_close_code(adieu_conn_t *conn, unsigned code, const char *reason)
         return ADIEU_ECLOSED;
     if (conn->phase == ADIEU__PHASE_WS) {
         const char *text = reason != NULL ? reason : "";
-        int rc = adieu_ws_conn_send_close(&conn->ws->c, code, text, strlen(text));
+        int rc = ws_send_close(&conn->ws.c, code, text);
         if (rc < 0)
             return rc;
-        conn->ws->code = code;
+        conn->ws.code = code;
     }
     adieu__conn_begin_close(conn, ADIEU_REASON_LOCAL, 0);
     return 0;

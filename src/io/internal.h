@@ -43,16 +43,25 @@ typedef struct {
  * upgrade (or a plain answer), then WebSocket. */
 typedef enum { ADIEU__PHASE_FRAMED = 0, ADIEU__PHASE_HTTP, ADIEU__PHASE_WS } adieu_conn_phase_t;
 
-/* The WebSocket side of a connection, allocated at the upgrade so that framed and
- * not-yet-upgraded connections do not carry it. */
+/* The WebSocket side of a connection, from the upgrade on; it shares storage with the
+ * parsers of the earlier phases. */
 typedef struct {
     adieu_ws_conn_t c;
-    bool ping_sent; /* keep-alive ping sent, no input since */
-    unsigned code;  /* close code exchanged: the peer's, or ours if we closed first */
-    size_t reason_len;
-    char reason[124];        /* close reason exchanged */
+    bool ping_sent;          /* keep-alive ping sent, no input since */
+    uint8_t reason_len;      /* of reason */
+    unsigned code;           /* close code exchanged: the peer's, or ours if we closed first */
+    char *reason;            /* close reason exchanged (allocated, not NUL-terminated); NULL
+                                while none */
     const char *subprotocol; /* selected, from the server's list; NULL if none */
 } adieu_ws_side_t;
+
+/* A write or a FIN in flight. Taken from the server's pool only while one is pending, so an
+ * idle connection does not carry libuv's request. */
+typedef union adieu_req_u {
+    uv_write_t write;
+    uv_shutdown_t shutdown;
+    union adieu_req_u *next_free; /* in the pool */
+} adieu_req_t;
 
 #define ADIEU__DEFER_INLINE 4
 #define ADIEU__PEER_MAX 56
@@ -75,13 +84,13 @@ typedef struct adieu_listener_s {
 
 struct adieu_conn_s {
     uv_tcp_t tcp;
-    uv_timer_t timer; /* idle timeout while OPEN; close bound while CLOSING/LINGERING */
-    /* NOTE: one storage for both requests: the FIN (uv_shutdown) is sent only once no write
-     * is in flight and the queue is empty, and nothing is written after it (flush()). */
-    union {
-        uv_write_t write_req;
-        uv_shutdown_t shutdown_req;
-    };
+    /* The connection's one timer (src/io/timer.c): the handshake bound in PHASE_HTTP, the
+     * idle timeout while OPEN, the close bound while CLOSING/LINGERING. */
+    uint64_t timer_due;  /* loop time it fires at */
+    uint32_t timer_slot; /* its place in the server's timer heap plus one; 0 when stopped */
+    /* NOTE: one request at a time: the FIN (uv_shutdown) is sent only once no write is in
+     * flight and the queue is empty, and nothing is written after it (flush()). */
+    adieu_req_t *req;
     adieu_server_t *server;
     adieu_listener_t *listener;
     adieu_proto_t proto; /* copied: the listener may be gone while references remain */
@@ -93,10 +102,9 @@ struct adieu_conn_s {
     int sys_err;
     char detail[80];
 
-    unsigned refs;    /* one is the library's own, dropped when both handles have closed */
-    unsigned holds;   /* answers the application still owes (adieu_conn_hold) */
-    unsigned handles; /* handles not yet closed */
-    bool opened;      /* on_open was delivered: on_close is owed */
+    unsigned refs;  /* one is the library's own, dropped when the TCP handle has closed */
+    unsigned holds; /* answers the application still owes (adieu_conn_hold) */
+    bool opened;    /* on_open was delivered: on_close is owed */
     bool eof_seen;
     bool reading;
     bool paused;      /* reading stopped by back-pressure */
@@ -109,19 +117,21 @@ struct adieu_conn_s {
     uint64_t last_active;
 
     adieu_conn_phase_t phase;
-    /* A connection is framed, or starts in HTTP: their parsers share storage. */
+    /* A connection is framed, or starts in HTTP and may become WebSocket: the state of each
+     * phase shares storage. */
     union {
         adieu_frame_parser_t frame; /* PHASE_FRAMED */
         struct {
             adieu_http_parser_t http; /* PHASE_HTTP */
             adieu_buf_t inbuf;        /* PHASE_HTTP, and at the upgrade: the request head */
         };
+        adieu_ws_side_t ws; /* PHASE_WS */
     };
-    adieu_ws_side_t *ws; /* PHASE_WS */
 
     /* Output: the application appends to out_pend; out_fly is being written by libuv and
-     * must not move. Swapping them keeps two buffers' worth of storage and no allocation
-     * in the steady state. */
+     * must not move. Their storage (and msg_ends') comes from the server's pools when
+     * something is queued and goes back once everything is written, so a connection with
+     * nothing queued holds no buffer and the steady state allocates nothing. */
     adieu_buf_t out_pend;
     adieu_buf_t out_fly;
     /* messages_out counts a message once its last byte is written (SPEC section 4), also
@@ -164,8 +174,20 @@ struct adieu_server_s {
     uv_prepare_t prepare;
     uv_check_t check;
     uv_timer_t deadline; /* drain deadline */
-    uv_timer_t kick;     /* runs shutdown/force steps on a later loop turn */
-    unsigned handles;    /* server handles not yet closed, once closing */
+    /* Every connection's timer, in one binary min-heap on timer_due (src/io/timer.c) under
+     * one libuv timer: a uv_timer_t per connection would cost 152 bytes each. Its room is
+     * reserved at accept, so arming a timer never allocates or fails. */
+    uv_timer_t tick;
+    adieu_conn_t **timers;
+    uint32_t ntimers;
+    uint32_t timers_cap;
+    /* Requests and output storage for connections that are writing (see adieu_conn_s). */
+    adieu_req_t *free_reqs;
+    adieu_buf_pool_t out_pool;  /* out_pend and out_fly */
+    adieu_buf_pool_t ends_pool; /* msg_ends */
+    adieu_buf_pool_t in_pool;   /* assembly of messages split across reads */
+    uv_timer_t kick;            /* runs shutdown/force steps on a later loop turn */
+    unsigned handles;           /* server handles not yet closed, once closing */
     bool handles_started;
 
     bool shutdown_started;
@@ -219,6 +241,18 @@ void adieu__conn_begin_close(adieu_conn_t *conn, adieu_reason_t reason, int sys_
 void adieu__conn_finish(adieu_conn_t *conn, adieu_reason_t reason, int sys_err);
 void adieu__conn_pump(adieu_conn_t *conn);
 void adieu__conn_mark_dirty(adieu_conn_t *conn);
+
+/* src/io/conn.c: a connection's timer fired (it is stopped now). */
+void adieu__conn_on_timer(adieu_conn_t *conn);
+
+/* src/io/timer.c: the connection timers. */
+void adieu__timers_init(adieu_server_t *server);
+/* Room for n armed timers; 0 or ADIEU_ENOMEM. Called at accept for every connection. */
+int adieu__timers_reserve(adieu_server_t *server, uint32_t n);
+/* (Re)arms conn's timer to fire ms from the loop's now. */
+void adieu__timer_start(adieu_conn_t *conn, uint64_t ms);
+void adieu__timer_stop(adieu_conn_t *conn);
+void adieu__timers_free(adieu_server_t *server);
 
 /* src/server/lifecycle.c: called when a connection or listener has closed; finishes the
  * shutdown once nothing is left. */

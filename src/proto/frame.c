@@ -41,6 +41,7 @@ void adieu_frame_parser_init(adieu_frame_parser_t *p, unsigned prefix_bytes, siz
     p->max_message = max_message < ceiling ? max_message : ceiling;
     memset(p->prefix, 0, sizeof(p->prefix));
     adieu_buf_init(&p->body);
+    p->pool = NULL;
     start_prefix(p);
 }
 
@@ -84,6 +85,8 @@ static int assemble(adieu_frame_parser_t *p, const uint8_t *in, size_t avail, si
 {
     size_t take = p->need < avail ? p->need : avail;
     size_t want = p->len <= BODY_KEEP ? p->need : take;
+    if (p->pool != NULL)
+        adieu_buf_pool_take(p->pool, &p->body);
     uint8_t *dst = adieu_buf_reserve(&p->body, want);
     if (dst == NULL) {
         return ADIEU_ENOMEM;
@@ -102,6 +105,18 @@ static void release_body(adieu_frame_parser_t *p)
 {
     adieu_buf_reset(&p->body);
     adieu_buf_shrink(&p->body, BODY_KEEP);
+}
+
+void adieu_frame_parser_trim(adieu_frame_parser_t *p)
+{
+    assert(p != NULL);
+    if (p->state == ADIEU__FRAME_PAYLOAD || p->body.data == NULL)
+        return;
+    adieu_buf_reset(&p->body);
+    if (p->pool != NULL)
+        adieu_buf_pool_give(p->pool, &p->body);
+    else
+        adieu_buf_free(&p->body);
 }
 
 static int fail(adieu_frame_parser_t *p, int err)

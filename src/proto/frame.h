@@ -27,6 +27,10 @@ typedef struct {
     size_t len;            /* declared payload length of the current message */
     uint8_t prefix[4];     /* prefix bytes gathered so far */
     adieu_buf_t body;      /* a payload split across inputs is assembled here */
+    /* Optional, NULL after init: where the body's storage comes from when a payload must be
+     * assembled and goes back to on adieu_frame_parser_trim(), so that many parsers can
+     * hold none between messages and still not allocate per message. */
+    adieu_buf_pool_t *pool;
 } adieu_frame_parser_t;
 
 typedef struct {
@@ -50,6 +54,13 @@ void adieu_frame_parser_free(adieu_frame_parser_t *p);
  * The limit is checked on the declared length, before anything is buffered. */
 int adieu_frame_parse(adieu_frame_parser_t *p, const uint8_t *data, size_t len, size_t *consumed,
                       adieu_frame_msg_t *msg);
+
+/* Gives the body buffer's storage back (to p->pool, or frees it without one) when no payload
+ * is being assembled (the parser waits for a length prefix, or failed). Call it once a read
+ * was fed in full and its messages handled: it ends the validity of the last message's
+ * data. An idle connection then holds no heap memory; one that stops inside a split payload
+ * keeps what it gathered. */
+void adieu_frame_parser_trim(adieu_frame_parser_t *p);
 
 /* True when the parser stands between messages (nothing partial is buffered). */
 bool adieu_frame_parser_idle(const adieu_frame_parser_t *p);

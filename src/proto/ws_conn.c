@@ -10,9 +10,17 @@
  * its message was delivered, but its storage (up to ASSEMBLY_KEEP) is kept for the next
  * message, so that a steady stream of split messages allocates nothing per message;
  * adieu_ws_conn_trim() frees it when the I/O layer finds the connection between messages at
- * the end of a read, so an idle connection holds no heap memory. Control frames (at most
- * 125 bytes) are gathered in c->ctrl, pongs and close frames we owe wait in fixed slots:
- * nothing but message assembly allocates.
+ * the end of a read, so an idle connection holds no heap memory.
+ *
+ * Control frames (at most 125 bytes) follow the same rule as data: one whole in the caller's
+ * input is handed out in place, with no copy. Only what must outlive the call goes to the
+ * control block c->ctl: a control frame split across inputs (gathered in ctl->ctrl), the
+ * payload of a pong we owe and the reason of our close frame (both sent later), and the
+ * frame being taken from the output, which must stay put until taken. Frames that carry no
+ * such bytes (the echo of a close, which carries the code alone; a pong of an empty ping) are
+ * built in c->out_small instead, so the common close handshake and keep-alive allocate
+ * nothing. The block is allocated on first need and freed by adieu_ws_conn_trim() once
+ * nothing in it is in use: an idle connection is only the struct.
  */
 #include "proto/ws_conn.h"
 
@@ -20,6 +28,7 @@
 #include <string.h>
 
 #include "adieu/errors.h"
+#include "util/alloc.h"
 
 /* A message declared no larger than this is reserved whole when its first byte has to be
  * assembled, so it never reallocates. A larger one grows only as its bytes arrive, so a peer
@@ -64,12 +73,15 @@ void adieu_ws_conn_init(adieu_ws_conn_t *c, size_t max_message)
     adieu_ws_frame_parser_init(&c->frame, ADIEU_WS_SERVER);
     adieu_utf8_init(&c->utf8);
     adieu_buf_init(&c->assembly);
+    c->pool = NULL;
 }
 
 void adieu_ws_conn_free(adieu_ws_conn_t *c)
 {
     assert(c != NULL);
     adieu_buf_free(&c->assembly);
+    adieu__free(c->ctl);
+    c->ctl = NULL;
     c->msg_active = false;
     c->state = ADIEU_WS_FAILED;
     c->pong_pending = false;
@@ -89,29 +101,68 @@ adieu_ws_state_t adieu_ws_conn_state(const adieu_ws_conn_t *c)
  * Control output
  * ------------------------------------------------------------------------------------- */
 
-/* RFC 6455 §5.5.3: "If an endpoint receives a Ping frame and has not yet sent Pong frame(s)
- * in response to previous Ping frame(s), the endpoint MAY elect to send a Pong frame for only
- * the most recently processed Ping frame": a pong still in its slot is overwritten. */
-static void queue_pong(adieu_ws_conn_t *c, const uint8_t *payload, uint8_t len)
+/* The control block, allocated on first need; NULL when it cannot be. */
+static adieu_ws_ctl_t *ctl_get(adieu_ws_conn_t *c)
 {
-    memcpy(c->pong, payload, len);
-    c->pong_len = len;
-    c->pong_pending = true;
+    if (c->ctl == NULL) {
+        c->ctl = adieu__malloc(sizeof(*c->ctl));
+        if (c->ctl != NULL) {
+            c->ctl->ctrl_len = 0;
+        }
+    }
+    return c->ctl;
 }
 
-/* Queues our close frame: with code and reason, or empty when code is 0. NOTE: the pong
- * slot is taken before the close slot, and no pong is queued once a close is, so a pong
- * never follows our close frame on the wire. */
+/* True while some part of the control block holds bytes still needed. The event data of a
+ * split control frame in ctl->ctrl is not counted: trimming ends its validity. */
+static bool ctl_in_use(const adieu_ws_conn_t *c)
+{
+    return c->ctl->ctrl_len > 0 || (c->pong_pending && c->pong_len > 0) ||
+           (c->close_pending && c->close_len > 2) ||
+           (c->out_off != c->out_len && c->out_len > ADIEU_WS_OUT_SMALL);
+}
+
+/* Where the frame being taken is: frames small enough are built in the connection itself. */
+static uint8_t *out_bytes(adieu_ws_conn_t *c)
+{
+    if (c->out_len <= ADIEU_WS_OUT_SMALL) {
+        return c->out_small;
+    }
+    assert(c->ctl != NULL);
+    return c->ctl->out;
+}
+
+/* RFC 6455 §5.5.3: "If an endpoint receives a Ping frame and has not yet sent Pong frame(s)
+ * in response to previous Ping frame(s), the endpoint MAY elect to send a Pong frame for only
+ * the most recently processed Ping frame": a pong still waiting is overwritten. The payload
+ * is copied, as it is sent after the caller's input is gone. Returns 0 or ADIEU_ENOMEM. */
+static int queue_pong(adieu_ws_conn_t *c, const uint8_t *payload, uint8_t len)
+{
+    if (len > 0) {
+        if (ctl_get(c) == NULL) {
+            return ADIEU_ENOMEM;
+        }
+        memcpy(c->ctl->pong, payload, len);
+    }
+    c->pong_len = len;
+    c->pong_pending = true;
+    return 0;
+}
+
+/* Queues our close frame: with code and reason, or empty when code is 0. A reason needs the
+ * control block, which the caller has allocated. NOTE: the pong is taken before the close,
+ * and no pong is queued once a close is, so a pong never follows our close frame on the
+ * wire. */
 static void queue_close(adieu_ws_conn_t *c, unsigned code, const char *reason, size_t len)
 {
     assert(!c->close_queued);
     assert(len <= MAX_CLOSE_REASON && (code != 0 || len == 0));
+    assert(len == 0 || c->ctl != NULL);
     c->close_len = 0;
+    c->close_code = (uint16_t)code;
     if (code != 0) {
-        c->close_payload[0] = (uint8_t)(code >> 8);
-        c->close_payload[1] = (uint8_t)code;
         if (len > 0) {
-            memcpy(c->close_payload + 2, reason, len);
+            memcpy(c->ctl->close_reason, reason, len);
         }
         c->close_len = (uint8_t)(2 + len);
     }
@@ -119,32 +170,43 @@ static void queue_close(adieu_ws_conn_t *c, unsigned code, const char *reason, s
     c->close_queued = true;
 }
 
-/* Moves the next pending control frame into c->out. */
+/* Builds the next pending control frame where out_bytes() will find it. */
 static void load_output(adieu_ws_conn_t *c)
 {
     adieu_ws_opcode_t op;
-    const uint8_t *payload;
     uint8_t len;
     c->out_off = 0;
     c->out_len = 0;
     if (c->pong_pending) {
         op = ADIEU_WS_OP_PONG;
-        payload = c->pong;
         len = c->pong_len;
         c->pong_pending = false;
     } else if (c->close_pending) {
         op = ADIEU_WS_OP_CLOSE;
-        payload = c->close_payload;
         len = c->close_len;
         c->close_pending = false;
         c->out_is_close = true;
     } else {
         return;
     }
-    int h = adieu_ws_frame_header(c->out, op, true, len);
-    assert(h == 2);
-    memcpy(c->out + h, payload, len);
-    c->out_len = (uint8_t)(h + len);
+    /* RFC 6455 §5.2, §5.5: a control frame is final, unmasked from a server, and its length
+     * (at most 125) fits the 7-bit field, so its header is always these two bytes. */
+    assert(len <= ADIEU_WS_MAX_CONTROL);
+    c->out_len = (uint8_t)(2 + len);
+    uint8_t *dst = out_bytes(c);
+    dst[0] = (uint8_t)(0x80u | (unsigned)op);
+    dst[1] = len;
+    if (op == ADIEU_WS_OP_PONG) {
+        if (len > 0) {
+            memcpy(dst + 2, c->ctl->pong, len);
+        }
+    } else if (len > 0) {
+        dst[2] = (uint8_t)(c->close_code >> 8);
+        dst[3] = (uint8_t)c->close_code;
+        if (len > 2) {
+            memcpy(dst + 4, c->ctl->close_reason, len - 2u);
+        }
+    }
 }
 
 size_t adieu_ws_conn_output(adieu_ws_conn_t *c, const uint8_t **data)
@@ -152,13 +214,13 @@ size_t adieu_ws_conn_output(adieu_ws_conn_t *c, const uint8_t **data)
     assert(c != NULL && data != NULL && c->state != 0);
     /* The usual answer, after almost every event: nothing. */
     if (!adieu_ws_conn_has_output(c)) {
-        *data = c->out;
+        *data = c->out_small;
         return 0;
     }
     if (c->out_off == c->out_len) {
         load_output(c);
     }
-    *data = c->out + c->out_off;
+    *data = out_bytes(c) + c->out_off;
     return (size_t)(c->out_len - c->out_off);
 }
 
@@ -198,7 +260,10 @@ static int fail(adieu_ws_conn_t *c, adieu_ws_event_t *ev, adieu_ws_fail_t kind, 
 {
     unsigned code = adieu_ws_fail_code(kind);
     if (!c->close_queued) {
-        queue_close(c, code, detail, strlen(detail));
+        /* Out of memory for the reason: the code alone still says why (a reason is optional,
+         * §5.5.1), and failing must not itself fail. */
+        size_t len = ctl_get(c) != NULL ? strlen(detail) : 0;
+        queue_close(c, code, detail, len);
     }
     c->state = ADIEU_WS_FAILED;
     c->msg_active = false;
@@ -210,20 +275,20 @@ static int fail(adieu_ws_conn_t *c, adieu_ws_event_t *ev, adieu_ws_fail_t kind, 
     return 1;
 }
 
-/* The peer's close frame, complete in c->ctrl. */
-static int on_close(adieu_ws_conn_t *c, adieu_ws_event_t *ev)
+/* The peer's close frame, its payload complete at p (in the caller's input or ctl->ctrl). */
+static int on_close(adieu_ws_conn_t *c, const uint8_t *p, uint8_t n, adieu_ws_event_t *ev)
 {
     /* RFC 6455 §5.5.1: "If there is a body, the first two bytes of the body MUST be a 2-byte
      * unsigned integer (in network byte order) representing a status code", followed by a
      * reason in UTF-8. A 1-byte body is neither empty nor a code. */
-    if (c->ctrl_len == 1) {
+    if (n == 1) {
         return fail(c, ev, ADIEU_WS_FAIL_PROTOCOL_ERROR, "close frame with a 1-byte payload");
     }
     unsigned code = CODE_NO_STATUS;
-    const uint8_t *reason = c->ctrl + (c->ctrl_len >= 2 ? 2 : 0);
-    size_t reason_len = c->ctrl_len >= 2 ? c->ctrl_len - 2u : 0;
-    if (c->ctrl_len >= 2) {
-        code = (unsigned)c->ctrl[0] << 8 | c->ctrl[1];
+    const uint8_t *reason = n >= 2 ? p + 2 : p;
+    size_t reason_len = n >= 2 ? n - 2u : 0;
+    if (n >= 2) {
+        code = (unsigned)p[0] << 8 | p[1];
         /* RFC 6455 §7.4: only codes that may be sent may be received. */
         if (!adieu_ws_close_code_valid(code)) {
             return fail(c, ev, ADIEU_WS_FAIL_PROTOCOL_ERROR, "invalid close code");
@@ -238,7 +303,8 @@ static int on_close(adieu_ws_conn_t *c, adieu_ws_event_t *ev)
          * a Close frame, the endpoint MUST send a Close frame in response. (When sending a
          * Close frame in response, the endpoint typically echos the status code it
          * received.)" We echo the code alone, and an empty close with an empty one: 1005
-         * only stands for "none" and may not be sent (§7.4.1). */
+         * only stands for "none" and may not be sent (§7.4.1). Without a reason the echo
+         * needs no control block: it cannot fail for want of memory. */
         queue_close(c, code == CODE_NO_STATUS ? 0 : code, NULL, 0);
         c->state = ADIEU_WS_REMOTE_CLOSING;
     } else {
@@ -252,22 +318,26 @@ static int on_close(adieu_ws_conn_t *c, adieu_ws_event_t *ev)
     return 1;
 }
 
-/* A control frame, complete in c->ctrl. */
-static int control_done(adieu_ws_conn_t *c, adieu_ws_opcode_t op, adieu_ws_event_t *ev)
+/* A control frame, its payload complete at p: in the caller's input, or in ctl->ctrl when it
+ * was split across inputs. */
+static int control_done(adieu_ws_conn_t *c, adieu_ws_opcode_t op, const uint8_t *p, uint8_t n,
+                        adieu_ws_event_t *ev)
 {
     switch (op) {
     case ADIEU_WS_OP_PING:
         /* RFC 6455 §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
          * in response, unless it already received a Close frame." Nor do we after sending
-         * ours: our close frame is the last frame we send (§5.5.1). */
-        if (!c->close_queued) {
-            queue_pong(c, c->ctrl, c->ctrl_len);
+         * ours: our close frame is the last frame we send (§5.5.1). A pong we owe and cannot
+         * store fails the connection, as a message we cannot assemble does: dropping it would
+         * break that MUST silently. */
+        if (!c->close_queued && queue_pong(c, p, n) < 0) {
+            return fail(c, ev, ADIEU_WS_FAIL_SERVER_ERROR, "out of memory");
         }
-        return emit(ev, ADIEU_WS_EV_PING, c->ctrl, c->ctrl_len);
+        return emit(ev, ADIEU_WS_EV_PING, p, n);
     case ADIEU_WS_OP_PONG:
-        return emit(ev, ADIEU_WS_EV_PONG, c->ctrl, c->ctrl_len);
+        return emit(ev, ADIEU_WS_EV_PONG, p, n);
     case ADIEU_WS_OP_CLOSE:
-        return on_close(c, ev);
+        return on_close(c, p, n, ev);
     default:
         assert(false && "not a control opcode");
         return 0;
@@ -339,6 +409,9 @@ static int assemble(adieu_ws_conn_t *c, const uint8_t *p, size_t n)
     size_t have = adieu_buf_size(&c->assembly);
     /* msg_len counts every declared byte of the message so far, this whole frame included. */
     size_t want = c->msg_len <= RESERVE_WHOLE ? c->msg_len - have : n;
+    if (c->pool != NULL) {
+        adieu_buf_pool_take(c->pool, &c->assembly);
+    }
     uint8_t *dst = adieu_buf_reserve(&c->assembly, want);
     if (dst == NULL) {
         return ADIEU_ENOMEM;
@@ -382,17 +455,34 @@ static int on_frame_event(adieu_ws_conn_t *c, const adieu_ws_frame_event_t *fe,
         if (!control) {
             return data_header(c, fe, ev);
         }
-        c->ctrl_len = 0;
-        return fe->frame_len == 0 ? control_done(c, fe->opcode, ev) : 0;
+        assert(c->ctl == NULL || c->ctl->ctrl_len == 0);
+        return fe->frame_len == 0 ? control_done(c, fe->opcode, NULL, 0, ev) : 0;
     }
     if (!control) {
         return data_payload(c, fe, ev);
     }
     /* The frame parser has checked that a control payload fits (§5.5: at most 125). */
-    assert(fe->offset + fe->len <= ADIEU_WS_MAX_CONTROL && fe->offset == c->ctrl_len);
-    memcpy(c->ctrl + c->ctrl_len, fe->data, fe->len);
-    c->ctrl_len = (uint8_t)(c->ctrl_len + fe->len);
-    return fe->last ? control_done(c, fe->opcode, ev) : 0;
+    assert(fe->offset + fe->len <= ADIEU_WS_MAX_CONTROL);
+    /* Wholly in this input: in place, as an unfragmented data frame is. */
+    if (fe->offset == 0 && fe->last) {
+        return control_done(c, fe->opcode, fe->data, (uint8_t)fe->len, ev);
+    }
+    /* Split across inputs: gathered in the control block, which trimming keeps meanwhile
+     * (ctrl_len > 0 from the first chunk on). */
+    assert(fe->offset == 0 || c->ctl != NULL);
+    adieu_ws_ctl_t *ctl = ctl_get(c);
+    if (ctl == NULL) {
+        return fail(c, ev, ADIEU_WS_FAIL_SERVER_ERROR, "out of memory");
+    }
+    assert(fe->offset == ctl->ctrl_len);
+    memcpy(ctl->ctrl + ctl->ctrl_len, fe->data, fe->len);
+    ctl->ctrl_len = (uint8_t)(ctl->ctrl_len + fe->len);
+    if (!fe->last) {
+        return 0;
+    }
+    uint8_t n = ctl->ctrl_len;
+    ctl->ctrl_len = 0;
+    return control_done(c, fe->opcode, ctl->ctrl, n, ev);
 }
 
 /* An assembled message is valid until the next call: this is that call. Between messages the
@@ -416,6 +506,12 @@ static void release_assembly(adieu_ws_conn_t *c)
 void adieu_ws_conn_trim(adieu_ws_conn_t *c)
 {
     assert(c != NULL && c->state != 0);
+    /* The control block is allocated again on its next need, which for most connections is
+     * rare (a split control frame, a ping with a payload, our close with a reason). */
+    if (c->ctl != NULL && !ctl_in_use(c)) {
+        adieu__free(c->ctl);
+        c->ctl = NULL;
+    }
     if (c->assembly.data == NULL) {
         return;
     }
@@ -425,7 +521,13 @@ void adieu_ws_conn_trim(adieu_ws_conn_t *c)
      * the bytes of one already delivered, whose validity the caller gives up by calling
      * this. Once not OPEN, nothing is assembled again. */
     bool between = !c->msg_active && adieu_ws_frame_parser_idle(&c->frame);
-    if (between || c->state != ADIEU_WS_OPEN) {
+    if (!between && c->state == ADIEU_WS_OPEN) {
+        return;
+    }
+    adieu_buf_reset(&c->assembly);
+    if (c->pool != NULL) {
+        adieu_buf_pool_give(c->pool, &c->assembly);
+    } else {
         adieu_buf_free(&c->assembly);
     }
 }
@@ -500,6 +602,10 @@ int adieu_ws_conn_send_close(adieu_ws_conn_t *c, unsigned code, const char *reas
     if (!adieu_ws_close_code_valid(code) || len > MAX_CLOSE_REASON ||
         !adieu_utf8_valid((const uint8_t *)reason, len)) {
         return ADIEU_EINVAL;
+    }
+    /* Only a reason needs storage beyond the connection; the code alone never fails. */
+    if (len > 0 && ctl_get(c) == NULL) {
+        return ADIEU_ENOMEM;
     }
     queue_close(c, code, reason, len);
     c->state = ADIEU_WS_LOCAL_CLOSING;

@@ -30,6 +30,14 @@
  * frees that storage when the connection stands between messages: an idle connection keeps
  * no heap buffer once trimmed.
  *
+ * Control frames are handled in place like data frames when they arrive whole in one input.
+ * What has to outlive the call lives in a control block (adieu_ws_ctl_t) allocated on first
+ * need: a control frame split across inputs, the payload of a pong we owe, the reason of our
+ * close frame, the control frame being taken from the output. A close frame without a reason
+ * and a pong without a payload fit in the connection itself. adieu_ws_conn_trim() frees the
+ * block once none of it is in use, so a connection that only receives whole data frames,
+ * pongs and empty pings never allocates one.
+ *
  * Data frames the application sends do not pass through here: the I/O layer writes
  * adieu_ws_conn_send_header()'s bytes and the payload itself. Control output (pongs, close
  * frames) must go out between whole data frames, in the order it is taken.
@@ -102,48 +110,73 @@ typedef struct {
     const char *detail;   /* FAIL: a short static description ("reserved opcode") */
 } adieu_ws_event_t;
 
+/* The control block: storage for control frames that must outlive the call that received or
+ * queued them. Allocated only while some part of it is in use (see adieu_ws_conn_trim), so an
+ * idle connection holds none: these bytes are most of what a connection would weigh. */
+typedef struct adieu_ws_ctl_s {
+    uint8_t ctrl[ADIEU_WS_MAX_CONTROL];             /* a control frame split across inputs */
+    uint8_t pong[ADIEU_WS_MAX_CONTROL];             /* the payload of the pong we owe */
+    uint8_t close_reason[ADIEU_WS_MAX_CONTROL - 2]; /* the reason of our close frame */
+    uint8_t out[2 + ADIEU_WS_MAX_CONTROL];          /* the control frame being taken */
+    uint8_t ctrl_len; /* bytes of ctrl gathered so far; 0 unless a split frame is under way */
+} adieu_ws_ctl_t;
+
+/* The control frames that fit in the connection: a close frame with a code and no reason, a
+ * pong of up to 2 bytes. Where the frame being taken is: out_small when out_len fits. */
+#define ADIEU_WS_OUT_SMALL 4
+
+/* Members in order of alignment, so that the small ones pack without holes (160 bytes on
+ * LP64, where the control block is 501). */
 typedef struct {
     adieu_ws_state_t state; /* 0 in a zeroed struct: not initialised (asserted) */
-    size_t max_message;
-    adieu_ws_frame_parser_t frame;
-    /* The data message being received. */
-    bool msg_active; /* a data frame started a message that has not ended yet */
     adieu_ws_opcode_t msg_opcode;
-    size_t msg_len;       /* the running total: declared lengths of its frames so far */
-    adieu_utf8_t utf8;    /* text: validation state across fragments */
+    size_t max_message;
+    /* The data message being received. */
+    size_t msg_len; /* the running total: declared lengths of its frames so far */
+    adieu_ws_frame_parser_t frame;
     adieu_buf_t assembly; /* its bytes, unless it is delivered in place; between messages
                              empty, its storage kept until adieu_ws_conn_trim() */
-    uint8_t ctrl_len;     /* the control frame being received: bytes so far */
-    uint8_t ctrl[ADIEU_WS_MAX_CONTROL];
-    /* Control output: a pong and our close wait in slots; out holds the frame being taken. */
+    /* Optional, NULL after init: where the assembly's storage comes from when a message must
+     * be assembled and goes back to on adieu_ws_conn_trim(), so that many connections can
+     * hold none between messages and still not allocate per message. */
+    adieu_buf_pool_t *pool;
+    adieu_ws_ctl_t *ctl; /* NULL while no part of the control block is in use */
+    adieu_utf8_t utf8;   /* text: validation state across fragments */
+    bool msg_active;     /* a data frame started a message that has not ended yet */
+    /* Control output: a pong and our close wait until taken; out_len/out_off describe the
+     * frame being taken. These stay here, not in ctl, so that adieu_ws_conn_has_output() is
+     * three loads from the connection. */
     bool pong_pending;
     bool close_pending;
     bool close_queued; /* our close frame was queued (pending, being taken or taken) */
     bool close_taken;  /* every byte of our close frame was taken from the output */
-    bool out_is_close; /* out holds our close frame */
-    uint8_t pong_len;
-    uint8_t close_len;
+    bool out_is_close; /* the frame being taken is our close frame */
+    uint8_t pong_len;  /* its payload is in ctl->pong when not empty */
+    uint8_t close_len; /* payload: 0 (empty close), or 2 + the reason in ctl->close_reason */
     uint8_t out_off;
     uint8_t out_len;
-    uint8_t pong[ADIEU_WS_MAX_CONTROL];
-    uint8_t close_payload[ADIEU_WS_MAX_CONTROL];
-    uint8_t out[2 + ADIEU_WS_MAX_CONTROL];
+    uint16_t close_code;
+    uint8_t out_small[ADIEU_WS_OUT_SMALL];
 } adieu_ws_conn_t;
 
 /* Initialises c in the OPEN state with a limit of max_message bytes per message (0 allows
  * only empty messages). Never allocates, cannot fail. */
 void adieu_ws_conn_init(adieu_ws_conn_t *c, size_t max_message);
 
-/* Frees the assembly buffer and drops pending output. c is then FAILED (input discarded,
- * sends refused) until adieu_ws_conn_init(). */
+/* Frees the assembly buffer and the control block and drops pending output. c is then
+ * FAILED (input discarded, sends refused) until adieu_ws_conn_init(). */
 void adieu_ws_conn_free(adieu_ws_conn_t *c);
 
-/* Frees the assembly storage kept between messages when the connection stands between
- * messages (no data message begun and not ended, no frame partly received) or no longer
- * delivers messages (not OPEN); inside a message it keeps the storage, which holds part of
- * the message or will as soon as the next read arrives. Call it once a read was fed in full
- * and its events handled: it ends the validity of the last event's data. Cheap when there is
- * nothing to free. Never fails, changes no state. */
+/* Gives back (to c->pool, or frees without one) the assembly storage kept between messages
+ * when the connection stands between messages (no data message begun and not ended, no
+ * frame partly received) or no longer delivers messages (not OPEN); inside a message it
+ * keeps the storage, which holds part of the message or will as soon as the next read
+ * arrives. Frees the control block when none of
+ * it is in use: no control frame partly received, no pong with a payload or close with a
+ * reason waiting, no byte of a frame in it left to take (once our close frame was taken in
+ * full, nothing needs it). Call it once a read was fed in full and its events handled: it
+ * ends the validity of the last event's data. Cheap when there is nothing to free. Never
+ * fails, changes no state. */
 void adieu_ws_conn_trim(adieu_ws_conn_t *c);
 
 /* Feeds len bytes at data (NULL when len is 0). The bytes are modified: payloads are
@@ -152,8 +185,10 @@ void adieu_ws_conn_trim(adieu_ws_conn_t *c);
  *      handling it (that call also releases the storage of an assembled message);
  *   0  the whole input was consumed (*consumed == len) and more is needed.
  * Never fails itself: a violation is a FAIL event, whose call consumes (discards) the whole
- * input. Once the peer's close was received or the connection failed, every later call
- * consumes and discards its whole input and reports nothing. */
+ * input; so is running out of memory for a message, a split control frame or a pong we
+ * owe (ADIEU_WS_FAIL_SERVER_ERROR, 1011). Once the peer's close was received or the
+ * connection failed, every later call consumes and discards its whole input and reports
+ * nothing. */
 int adieu_ws_conn_recv(adieu_ws_conn_t *c, uint8_t *data, size_t len, size_t *consumed,
                        adieu_ws_event_t *ev);
 
@@ -168,8 +203,8 @@ int adieu_ws_conn_eof(const adieu_ws_conn_t *c);
 size_t adieu_ws_conn_output(adieu_ws_conn_t *c, const uint8_t **data);
 
 /* True when adieu_ws_conn_output() would return more than 0: part of a control frame not
- * yet taken, or a pong or close frame waiting in its slot. Inline, so that the I/O layer can
- * ask after every event for the price of three loads. */
+ * yet taken, or a pong or close frame waiting. Inline, so that the I/O layer can ask after
+ * every event for the price of three loads (all from c, none through c->ctl). */
 static inline bool adieu_ws_conn_has_output(const adieu_ws_conn_t *c)
 {
     return c->out_off != c->out_len || c->pong_pending || c->close_pending;
@@ -191,7 +226,9 @@ int adieu_ws_conn_send_header(adieu_ws_conn_t *c, adieu_ws_opcode_t opcode, uint
  * 123 bytes) and moves to LOCAL_CLOSING: from now on data messages are not delivered, and
  * the peer's close completes the handshake. Returns 0; ADIEU_EINVALID_STATE when a close
  * was already queued (by us, as an echo, or for a failure); ADIEU_EINVAL for a code that
- * may not be sent (adieu_ws_close_code_valid) or a bad reason. */
+ * may not be sent (adieu_ws_close_code_valid) or a bad reason; ADIEU_ENOMEM when the reason
+ * needs the control block and it cannot be allocated: nothing is queued and c is unchanged,
+ * and the same close without a reason (len 0), which never allocates, cannot fail so. */
 int adieu_ws_conn_send_close(adieu_ws_conn_t *c, unsigned code, const char *reason, size_t len);
 
 /* True while we sent our close and wait for the peer's (LOCAL_CLOSING): the I/O layer arms

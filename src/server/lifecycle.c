@@ -58,6 +58,7 @@ static void handles_start(adieu_server_t *server)
     uv_check_init(server->loop, &server->check);
     uv_timer_init(server->loop, &server->deadline);
     uv_timer_init(server->loop, &server->kick);
+    adieu__timers_init(server);
     server->prepare.data = server;
     server->check.data = server;
     server->deadline.data = server;
@@ -88,6 +89,17 @@ int adieu_server_new(uv_loop_t *loop, const adieu_config_t *cfg, adieu_server_t 
     if (server->readbuf == NULL)
         goto fail_server;
     server->readbuf_size = READBUF_SIZE;
+    /* Output storage of connections that have nothing queued, for the next to queue: blocks
+     * up to the size of the replies to a whole read and more, enough for many connections'
+     * replies at once, and never more than a few MiB whatever the peak was. */
+    server->out_pool.max_block = (size_t)1024 * 1024;
+    server->out_pool.max_bytes = (size_t)8 * 1024 * 1024;
+    server->ends_pool.max_block = (size_t)64 * 1024;
+    server->ends_pool.max_bytes = (size_t)256 * 1024;
+    /* Assembly storage: up to the largest message reserved whole (64 KiB, proto/frame.c and
+     * proto/ws_conn.c). */
+    server->in_pool.max_block = (size_t)64 * 1024;
+    server->in_pool.max_bytes = (size_t)4 * 1024 * 1024;
     server->loop = loop;
     server->cfg = c;
     adieu_list_init(&server->conns);
@@ -209,7 +221,8 @@ void adieu__server_check_done(adieu_server_t *server)
     if (!listeners_closed(server))
         return;
     server->state = ADIEU__SRV_CLOSING;
-    server->handles = 4;
+    server->handles = 5;
+    uv_close((uv_handle_t *)&server->tick, on_server_handle_closed);
     uv_close((uv_handle_t *)&server->prepare, on_server_handle_closed);
     uv_close((uv_handle_t *)&server->check, on_server_handle_closed);
     uv_close((uv_handle_t *)&server->deadline, on_server_handle_closed);
@@ -329,6 +342,15 @@ int adieu_server_free(adieu_server_t *server)
     if (server->reserve_fd >= 0)
         close(server->reserve_fd);
     adieu__free(server->readbuf);
+    adieu__timers_free(server);
+    adieu_buf_pool_free(&server->out_pool);
+    adieu_buf_pool_free(&server->ends_pool);
+    adieu_buf_pool_free(&server->in_pool);
+    while (server->free_reqs != NULL) {
+        adieu_req_t *req = server->free_reqs;
+        server->free_reqs = req->next_free;
+        adieu__free(req);
+    }
     adieu__free(server);
     return 0;
 }

@@ -126,3 +126,51 @@ void adieu_buf_shrink(adieu_buf_t *b, size_t keep)
         adieu_buf_free(b);
     }
 }
+
+/* A free block in a pool: its own first bytes link it to the next. */
+typedef struct pool_block_s {
+    struct pool_block_s *next;
+    size_t cap;
+} pool_block_t;
+
+_Static_assert(sizeof(pool_block_t) <= BUF_MIN_CAP, "a pooled block holds its own link");
+
+void adieu__buf_pool_pop(adieu_buf_pool_t *pool, adieu_buf_t *b)
+{
+    pool_block_t *blk = pool->head;
+    assert(blk != NULL && b->data == NULL);
+    pool->head = blk->next;
+    pool->bytes -= blk->cap;
+    b->data = (uint8_t *)blk;
+    b->cap = blk->cap;
+    b->off = 0;
+    b->len = 0;
+}
+
+void adieu_buf_pool_give(adieu_buf_pool_t *pool, adieu_buf_t *b)
+{
+    assert(b->off == b->len);
+    if (b->data == NULL)
+        return;
+    if (b->cap < sizeof(pool_block_t) || b->cap > pool->max_block ||
+        pool->bytes > pool->max_bytes || b->cap > pool->max_bytes - pool->bytes) {
+        adieu_buf_free(b);
+        return;
+    }
+    pool_block_t *blk = (pool_block_t *)(void *)b->data;
+    blk->next = pool->head;
+    blk->cap = b->cap;
+    pool->head = blk;
+    pool->bytes += b->cap;
+    adieu_buf_init(b);
+}
+
+void adieu_buf_pool_free(adieu_buf_pool_t *pool)
+{
+    while (pool->head != NULL) {
+        pool_block_t *blk = pool->head;
+        pool->head = blk->next;
+        adieu__free(blk);
+    }
+    pool->bytes = 0;
+}

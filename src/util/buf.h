@@ -63,4 +63,32 @@ static inline void adieu_buf_reset(adieu_buf_t *b)
 /* If empty and holding more than keep bytes of storage, frees it. */
 void adieu_buf_shrink(adieu_buf_t *b, size_t keep);
 
+/* Storage of empty buffers kept for reuse, so that many connections can hold no buffer while
+ * they have nothing queued and still not allocate per message: a buffer takes storage from
+ * the pool when it needs some and gives it back once empty. The free blocks are linked
+ * through their own first bytes (every block is at least 64 bytes), so the pool itself never
+ * allocates. At most max_bytes of storage is kept, in blocks of at most max_block bytes;
+ * what does not fit is freed. A zeroed pool is empty with no room: set the two limits. */
+typedef struct {
+    void *head;       /* the last block given back: reused first, while still warm */
+    size_t bytes;     /* storage held */
+    size_t max_bytes; /* bound on bytes */
+    size_t max_block; /* larger blocks are freed, not kept */
+} adieu_buf_pool_t;
+
+/* The part of adieu_buf_pool_take() that moves a block. */
+void adieu__buf_pool_pop(adieu_buf_pool_t *pool, adieu_buf_t *b);
+/* Gives b (which holds no storage) a block from the pool, if the pool has one; otherwise b
+ * is unchanged and allocates on its first reserve as usual. */
+static inline void adieu_buf_pool_take(adieu_buf_pool_t *pool, adieu_buf_t *b)
+{
+    if (pool->head != NULL && b->data == NULL)
+        adieu__buf_pool_pop(pool, b);
+}
+/* Moves the storage of b, which must be empty, to the pool (or frees it when it does not
+ * fit); b then holds no storage. Nothing happens to a buffer without storage. */
+void adieu_buf_pool_give(adieu_buf_pool_t *pool, adieu_buf_t *b);
+/* Frees every block held; the pool is then empty, its limits unchanged. */
+void adieu_buf_pool_free(adieu_buf_pool_t *pool);
+
 #endif /* ADIEU_UTIL_BUF_H */

@@ -5,10 +5,11 @@
  * it was not given, and the close must say so: server_error, never too_many_connections
  * with a silent FIN that claims the refusal was made (the rule of every other HTTP answer).
  *
- * One framed connection holds the only slot (max_connections 1). A first WebSocket-port
- * client gets the 503 and its end; then the allocator is set to fail the second adieu
- * allocation from now on (the first is the connection object, the second the output
- * buffer for the 503), and a second client gets nothing but the end.
+ * One framed connection holds the only slot (max_connections 1); it has written nothing, so
+ * the server has no spare output storage yet. Once it is open the allocator is set to fail
+ * the second adieu allocation from then on (the first is the connection object, the second
+ * the output buffer for the 503), and a first WebSocket-port client gets nothing but the
+ * end; a second one, with the allocator back to normal, gets the 503 and its end.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -70,11 +71,16 @@ static void starved_data(lc_client_t *c, const uint8_t *data, size_t len)
     starved_len += len;
 }
 
+static void refused_end(lc_client_t *c);
+static void connect_ws_client(lc_client_t *c,
+                              void (*on_data)(lc_client_t *, const uint8_t *, size_t),
+                              void (*on_end)(lc_client_t *));
+
 static void starved_end(lc_client_t *c)
 {
     (void)c;
     armed = false;
-    lc_client_shutdown(&holder);
+    connect_ws_client(&refused, refused_data, refused_end);
 }
 
 static void connect_ws_client(lc_client_t *c,
@@ -91,23 +97,15 @@ static void connect_ws_client(lc_client_t *c,
 static void refused_end(lc_client_t *c)
 {
     (void)c;
+    lc_client_shutdown(&holder);
+}
+
+static void holder_open(lc_conn_t *c)
+{
+    (void)c;
     armed = true;
     since_armed = 0;
     connect_ws_client(&starved, starved_data, starved_end);
-}
-
-static void holder_connected(lc_client_t *c, int status)
-{
-    if (CHECK_EQ(status, 0))
-        lc_client_send(c, "hi", 2);
-}
-
-static void holder_message(lc_client_t *c, const uint8_t *data, size_t len)
-{
-    (void)c;
-    (void)data;
-    CHECK_EQ(len, 2);
-    connect_ws_client(&refused, refused_data, refused_end);
 }
 
 int main(void)
@@ -116,15 +114,13 @@ int main(void)
     adieu_config_t cfg;
     adieu_config_init(&cfg);
     cfg.max_connections = 1;
-    static const lc_hooks_t hooks = {0};
+    static const lc_hooks_t hooks = {.on_open = holder_open};
     lc_start(&S, &cfg, &hooks);
     CHECK_EQ(lc_listen_ws(&S), 0);
     /* One connection reaches the application; three client handles close. */
     lc_expect(&S, 1 + 3);
 
     lc_client_init(&S, &holder);
-    holder.on_connect = holder_connected;
-    holder.on_message = holder_message;
     lc_client_connect(&holder);
     lc_run(&S);
 

@@ -363,6 +363,89 @@ static void shrink_keeps_unread(void)
     adieu_buf_free(&b);
 }
 
+static void pool_reuses_storage(void)
+{
+    adieu_buf_pool_t pool = {.max_bytes = 4096, .max_block = 1024};
+    adieu_buf_t b;
+    adieu_buf_init(&b);
+    /* An empty pool leaves the buffer to allocate by itself. */
+    adieu_buf_pool_take(&pool, &b);
+    CHECK(b.data == NULL);
+    CHECK_EQ(adieu_buf_append(&b, "abc", 3), 0);
+    uint8_t *data = b.data;
+    size_t cap = b.cap;
+    adieu_buf_consume(&b, 3);
+    adieu_buf_pool_give(&pool, &b);
+    CHECK(b.data == NULL);
+    CHECK_EQ(b.cap, 0);
+    CHECK_EQ(pool.bytes, cap);
+    /* Another buffer gets the same storage back, empty. */
+    adieu_buf_t c;
+    adieu_buf_init(&c);
+    adieu_buf_pool_take(&pool, &c);
+    CHECK(c.data == data);
+    CHECK_EQ(c.cap, cap);
+    CHECK_EQ(adieu_buf_size(&c), 0);
+    CHECK_EQ(pool.bytes, 0);
+    CHECK(pool.head == NULL);
+    CHECK_EQ(adieu_buf_append(&c, "xyz", 3), 0);
+    CHECK_MEM_EQ(adieu_buf_head(&c), "xyz", 3);
+    /* A buffer that has storage keeps it. */
+    adieu_buf_pool_give(&pool, &b); /* nothing to give */
+    CHECK_EQ(pool.bytes, 0);
+    adieu_buf_free(&c);
+    adieu_buf_pool_free(&pool);
+}
+
+static void pool_is_last_in_first_out(void)
+{
+    adieu_buf_pool_t pool = {.max_bytes = 1 << 20, .max_block = 1 << 16};
+    adieu_buf_t a, b;
+    adieu_buf_init(&a);
+    adieu_buf_init(&b);
+    CHECK(adieu_buf_reserve(&a, 100) != NULL);
+    CHECK(adieu_buf_reserve(&b, 200) != NULL);
+    uint8_t *bdata = b.data;
+    adieu_buf_pool_give(&pool, &a);
+    adieu_buf_pool_give(&pool, &b);
+    adieu_buf_t c;
+    adieu_buf_init(&c);
+    adieu_buf_pool_take(&pool, &c);
+    CHECK(c.data == bdata);
+    adieu_buf_free(&c);
+    adieu_buf_pool_free(&pool);
+    CHECK(pool.head == NULL);
+    CHECK_EQ(pool.bytes, 0);
+}
+
+static void pool_bounds_what_it_keeps(void)
+{
+    adieu_buf_pool_t pool = {.max_bytes = 300, .max_block = 256};
+    adieu_buf_t big, a, b;
+    adieu_buf_init(&big);
+    adieu_buf_init(&a);
+    adieu_buf_init(&b);
+    CHECK(adieu_buf_reserve(&big, 1000) != NULL);
+    CHECK(adieu_buf_reserve(&a, 200) != NULL);
+    CHECK(adieu_buf_reserve(&b, 200) != NULL);
+    /* Over max_block: freed (valgrind and ASan see it go). */
+    adieu_buf_pool_give(&pool, &big);
+    CHECK(big.data == NULL);
+    CHECK_EQ(pool.bytes, 0);
+    adieu_buf_pool_give(&pool, &a);
+    CHECK_EQ(pool.bytes, 200);
+    /* The second would take the pool over max_bytes: freed. */
+    adieu_buf_pool_give(&pool, &b);
+    CHECK(b.data == NULL);
+    CHECK_EQ(pool.bytes, 200);
+    /* A zeroed pool keeps nothing. */
+    adieu_buf_pool_t none = {0};
+    CHECK(adieu_buf_reserve(&b, 10) != NULL);
+    adieu_buf_pool_give(&none, &b);
+    CHECK(b.data == NULL && none.head == NULL);
+    adieu_buf_pool_free(&pool);
+}
+
 static void free_then_reuse(void)
 {
     adieu_buf_t b;
@@ -485,6 +568,9 @@ int main(void)
     CHECK_RUN(shrink_frees_when_empty_and_big);
     CHECK_RUN(shrink_keeps_small);
     CHECK_RUN(shrink_keeps_unread);
+    CHECK_RUN(pool_reuses_storage);
+    CHECK_RUN(pool_is_last_in_first_out);
+    CHECK_RUN(pool_bounds_what_it_keeps);
     CHECK_RUN(free_then_reuse);
     CHECK_RUN(random_ops_match_model);
     return check_done();

@@ -1045,6 +1045,73 @@ static void body_freed_above_64k(void)
     adieu_frame_parser_free(&p);
 }
 
+static void trim_between_messages(void)
+{
+    adieu_frame_parser_t p;
+    adieu_frame_parser_init(&p, 2, SIZE_MAX);
+    split_then_next_call(&p, 2, 1000);
+    CHECK(p.body.data != NULL);
+    /* The read is done and the parser waits for a prefix: an idle connection keeps nothing. */
+    adieu_frame_parser_trim(&p);
+    CHECK(p.body.data == NULL);
+    CHECK_EQ(p.body.cap, 0);
+    /* A partial prefix lives in the parser itself: trimming there loses nothing. */
+    adieu_frame_msg_t msg = {0};
+    size_t used;
+    input_t first = input_make("\x00", 1);
+    CHECK_EQ(adieu_frame_parse(&p, first.at, 1, &used, &msg), 0);
+    adieu_frame_parser_trim(&p);
+    input_t rest = input_make("\x03"
+                              "abc",
+                              4);
+    CHECK_EQ(adieu_frame_parse(&p, rest.at, 4, &used, &msg), 1);
+    CHECK(msg.len == 3 && memcmp(msg.data, "abc", 3) == 0);
+    input_free(&first);
+    input_free(&rest);
+    adieu_frame_parser_free(&p);
+}
+
+static void trim_gives_to_the_pool(void)
+{
+    adieu_buf_pool_t pool = {.max_bytes = 1 << 20, .max_block = 1 << 16};
+    adieu_frame_parser_t p;
+    adieu_frame_parser_init(&p, 2, SIZE_MAX);
+    p.pool = &pool;
+    split_then_next_call(&p, 2, 1000);
+    uint8_t *storage = p.body.data;
+    adieu_frame_parser_trim(&p);
+    /* The parser holds nothing; the pool holds its storage for the next split payload. */
+    CHECK(p.body.data == NULL);
+    CHECK(pool.head == storage);
+    split_then_next_call(&p, 2, 1000);
+    CHECK(p.body.data == storage);
+    CHECK(pool.head == NULL);
+    adieu_frame_parser_trim(&p);
+    adieu_frame_parser_free(&p);
+    adieu_buf_pool_free(&pool);
+}
+
+static void trim_keeps_a_split_payload(void)
+{
+    adieu_frame_parser_t p;
+    adieu_frame_parser_init(&p, 2, SIZE_MAX);
+    adieu_frame_msg_t msg = {0};
+    size_t used;
+    input_t head = input_make("\x00\x06"
+                              "abc",
+                              5);
+    CHECK_EQ(adieu_frame_parse(&p, head.at, 5, &used, &msg), 0);
+    /* Inside a payload the storage holds what was gathered: trim keeps it. */
+    adieu_frame_parser_trim(&p);
+    CHECK(p.body.data != NULL);
+    input_t tail = input_make("def", 3);
+    CHECK_EQ(adieu_frame_parse(&p, tail.at, 3, &used, &msg), 1);
+    CHECK(msg.len == 6 && memcmp(msg.data, "abcdef", 6) == 0);
+    input_free(&head);
+    input_free(&tail);
+    adieu_frame_parser_free(&p);
+}
+
 static void parser_free_resets(void)
 {
     adieu_frame_parser_t p;
@@ -1104,6 +1171,9 @@ int main(void)
     CHECK_RUN(body_grows_with_input);
     CHECK_RUN(body_kept_up_to_64k);
     CHECK_RUN(body_freed_above_64k);
+    CHECK_RUN(trim_between_messages);
+    CHECK_RUN(trim_gives_to_the_pool);
+    CHECK_RUN(trim_keeps_a_split_payload);
     CHECK_RUN(parser_free_resets);
     return check_done();
 }

@@ -7,11 +7,12 @@
  * guard page. Each way must give the same trace: the events (copied), every control byte the
  * connection asks us to send (taken after each call, as an I/O layer would), and the final
  * state. While feeding, each event is checked for where its bytes live: a message in the
- * caller's input or the assembly buffer, a control payload in the connection, never NULL.
+ * caller's input or the assembly buffer, a control payload in the caller's input or the
+ * control block, never NULL.
  *
  * Scenarios form a matrix: recv_<what the peer sends> and send_<what we do>, plus
- * output_*, eof_*, assembly_* and fail_*. Streams are built with the client-side writer of
- * proto/ws_frame.h (masked, as RFC 6455 §5.3 requires of clients).
+ * output_*, eof_*, assembly_*, ctl_* (the control block) and fail_*. Streams are built with the
+ * client-side writer of proto/ws_frame.h (masked, as RFC 6455 §5.3 requires of clients).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -119,7 +120,7 @@ typedef struct {
     unsigned code;
     adieu_ws_fail_t fail;
     const char *detail;
-    bool in_place; /* MESSAGE: its bytes were in the input fed */
+    bool in_place; /* MESSAGE, PING, PONG, CLOSE: its bytes were in the input fed */
 } rec_t;
 
 typedef struct {
@@ -184,7 +185,9 @@ static bool record(const adieu_ws_conn_t *c, trace_t *t, const adieu_ws_event_t 
     case ADIEU_WS_EV_PONG:
     case ADIEU_WS_EV_CLOSE:
         r->code = ev->code;
-        ok = ev->len == 0 || CHECK(inside(ev->data, ev->len, c->ctrl, sizeof(c->ctrl)));
+        r->in_place = ev->len > 0 && inside(ev->data, ev->len, in, clen);
+        ok = ev->len == 0 || r->in_place ||
+             CHECK(c->ctl != NULL && inside(ev->data, ev->len, c->ctl->ctrl, sizeof(c->ctl->ctrl)));
         break;
     case ADIEU_WS_EV_FAIL:
         r->code = ev->code;
@@ -284,11 +287,12 @@ static trace_t *run(size_t max_message, const uint8_t *s, size_t n, split_kind_t
     adieu_ws_conn_t c;
     adieu_ws_conn_init(&c, max_message);
     feed_stream(&c, t, s, n, kind, cut, seed);
-    /* Between messages, an idle connection holds no heap memory once trimmed. */
+    /* Between messages, an idle connection holds no heap memory once trimmed: its output was
+     * all taken, so no control block either. */
     if (adieu_ws_conn_eof(&c) == 0) {
         feed(&c, t, NULL, 0, true);
         adieu_ws_conn_trim(&c);
-        t->ok = CHECK(c.assembly.data == NULL) && t->ok;
+        t->ok = CHECK(c.assembly.data == NULL) && CHECK(c.ctl == NULL) && t->ok;
     }
     adieu_ws_conn_free(&c);
     return t;
@@ -1407,6 +1411,39 @@ static void assembly_kept_until_trim(void)
     s_free(&s);
 }
 
+/* With a pool, trim hands the storage to it and the next message to assemble takes it back:
+ * nothing held between messages, nothing allocated per message. */
+static void assembly_trim_gives_to_the_pool(void)
+{
+    adieu_buf_pool_t pool = {.max_bytes = 1 << 20, .max_block = 1 << 16};
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    c.pool = &pool;
+    uint8_t *storage = NULL;
+    for (int round = 0; round < 3; round++) {
+        stream_t s = {.rng = (uint64_t)(51 + round)};
+        s_frame(&s, ADIEU_WS_OP_TEXT, false, "Hel", 3);
+        s_frame(&s, ADIEU_WS_OP_CONT, true, "lo", 2);
+        uint8_t *in = guard_copy(s.b, s.n);
+        adieu_ws_event_t ev;
+        size_t used;
+        CHECK_EQ(adieu_ws_conn_recv(&c, in, s.n, &used, &ev), 1);
+        CHECK(ev.type == ADIEU_WS_EV_MESSAGE && ev.len == 5 && memcmp(ev.data, "Hello", 5) == 0);
+        if (round == 0)
+            storage = c.assembly.data;
+        CHECK(c.assembly.data == storage && storage != NULL);
+        CHECK(pool.head == NULL);
+        CHECK_EQ(adieu_ws_conn_recv(&c, NULL, 0, &used, &ev), 0);
+        adieu_ws_conn_trim(&c);
+        CHECK(c.assembly.data == NULL);
+        CHECK(pool.head == storage);
+        guard_free(in, s.n);
+        s_free(&s);
+    }
+    adieu_ws_conn_free(&c);
+    adieu_buf_pool_free(&pool);
+}
+
 /* A message assembled across reads survives adieu_ws_conn_trim() between them, whether it is
  * cut inside a fragment of a fragmented message or inside a single frame. */
 static void assembly_trim_keeps_message_in_progress(void)
@@ -1621,6 +1658,290 @@ static void assembly_no_allocation_per_fragmented_message(void)
     s_free(&many);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The control block
+ * ------------------------------------------------------------------------------------- */
+
+/* A ping whole in the input is delivered in place; only its pong's payload, which outlives
+ * the call, goes to the control block, and trimming frees the block once the pong is taken.
+ * An empty ping, a pong and a close whole in the input never need the block. */
+static void ctl_whole_ping_in_place(void)
+{
+    stream_t s = {.rng = 70};
+    s_frame(&s, ADIEU_WS_OP_PING, true, "Hello", 5);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK(c.ctl == NULL);
+    uint8_t *in = guard_copy(s.b, s.n);
+    adieu_ws_event_t ev;
+    size_t used;
+    CHECK_EQ(adieu_ws_conn_recv(&c, in, s.n, &used, &ev), 1);
+    CHECK(ev.type == ADIEU_WS_EV_PING && ev.len == 5 && memcmp(ev.data, "Hello", 5) == 0);
+    CHECK(ev.data == in + s.n - 5);
+    CHECK(c.ctl != NULL);
+    /* The pong is owed: trimming now keeps the block. */
+    adieu_ws_conn_trim(&c);
+    CHECK(c.ctl != NULL);
+    trace_t t = {.ok = true};
+    take_output(&c, &t);
+    output_is(&t, "\x8a\x05Hello", 7);
+    CHECK_EQ(adieu_ws_conn_recv(&c, NULL, 0, &used, &ev), 0);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.ctl == NULL);
+    guard_free(in, s.n);
+
+    stream_t o = {.rng = 71};
+    s_frame(&o, ADIEU_WS_OP_PING, true, "", 0);
+    s_frame(&o, ADIEU_WS_OP_PONG, true, "pong", 4);
+    s_close(&o, 1000, "bye", 3);
+    t.out_len = 0;
+    feed(&c, &t, o.b, o.n, true);
+    CHECK(t.ok && t.count == 3);
+    is_event(&t, 0, ADIEU_WS_EV_PING, "", 0);
+    is_event(&t, 1, ADIEU_WS_EV_PONG, "pong", 4);
+    CHECK(t.ev[1].in_place && t.ev[2].in_place);
+    is_close(&t, 2, 1000, "bye");
+    output_is(&t, "\x8a\x00\x88\x02\x03\xe8", 6);
+    CHECK(c.ctl == NULL && adieu_ws_conn_done(&c));
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&o);
+    s_free(&s);
+}
+
+/* A ping split across two inputs, at every offset, with a trim between them as after each
+ * read: the first part is kept in the control block, and the event and pong are the same. */
+static void ctl_split_ping(void)
+{
+    stream_t s = {.rng = 72};
+    s_frame(&s, ADIEU_WS_OP_PING, true, "Hello", 5);
+    for (size_t cut = 1; cut < s.n; cut++) {
+        adieu_ws_conn_t c;
+        adieu_ws_conn_init(&c, 100);
+        trace_t t = {.ok = true};
+        feed(&c, &t, s.b, cut, true);
+        adieu_ws_conn_trim(&c);
+        CHECK_EQ(t.count, 0);
+        /* Inside the payload (after the 2-byte header and 4-byte key) the bytes so far are
+         * kept; inside the header nothing is. */
+        CHECK_EQ(c.ctl != NULL, cut > 6);
+        feed(&c, &t, s.b + cut, s.n - cut, true);
+        CHECK(t.ok && t.count == 1);
+        is_event(&t, 0, ADIEU_WS_EV_PING, "Hello", 5);
+        CHECK_EQ(t.ev[0].in_place, cut <= 6);
+        output_is(&t, "\x8a\x05Hello", 7);
+        adieu_ws_conn_trim(&c);
+        CHECK(c.ctl == NULL);
+        trace_free(&t);
+        adieu_ws_conn_free(&c);
+    }
+    s_free(&s);
+}
+
+/* A close frame with a reason, fed one byte at a time with a trim after each: the peer's code
+ * and reason, the echo, the handshake complete, and no block left. */
+static void ctl_close_split_bytes(void)
+{
+    stream_t s = {.rng = 73};
+    s_close(&s, 1001, "going away", 10);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    trace_t t = {.ok = true};
+    for (size_t i = 0; i < s.n && t.ok; i++) {
+        feed(&c, &t, s.b + i, 1, false);
+        adieu_ws_conn_trim(&c);
+        CHECK_EQ(c.ctl != NULL, i >= 6 && i + 1 < s.n);
+    }
+    CHECK(t.ok && t.count == 1);
+    is_close(&t, 0, 1001, "going away");
+    CHECK(!t.ev[0].in_place);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_REMOTE_CLOSING);
+    take_output(&c, &t);
+    output_is(&t, "\x88\x02\x03\xe9", 4);
+    CHECK(adieu_ws_conn_done(&c));
+    adieu_ws_conn_trim(&c);
+    CHECK(c.ctl == NULL);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    s_free(&s);
+}
+
+/* Our close frame with a reason lives in the block until it is taken in full; a close with
+ * the code alone never needs it. */
+static void ctl_send_close_until_taken(void)
+{
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1001, "going away", 10), 0);
+    CHECK(c.ctl != NULL);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.ctl != NULL);
+    const uint8_t *p;
+    CHECK_EQ(adieu_ws_conn_output(&c, &p), 14);
+    adieu_ws_conn_output_consume(&c, 13);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.ctl != NULL);
+    CHECK_EQ(adieu_ws_conn_output(&c, &p), 1);
+    CHECK_EQ(p[0], 'y');
+    adieu_ws_conn_output_consume(&c, 1);
+    adieu_ws_conn_trim(&c);
+    CHECK(c.ctl == NULL);
+    adieu_ws_conn_free(&c);
+
+    adieu_ws_conn_init(&c, 100);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1000, "", 0), 0);
+    CHECK(c.ctl == NULL);
+    trace_t t = {.ok = true};
+    take_output(&c, &t);
+    output_is(&t, "\x88\x02\x03\xe8", 4);
+    adieu_ws_conn_free(&c);
+}
+
+/* An allocator whose next alloc_failures allocations fail (< 0: every one), the later ones
+ * succeed. */
+static long alloc_failures;
+
+static bool may_allocate(void)
+{
+    allocations++;
+    if (alloc_failures == 0) {
+        return true;
+    }
+    if (alloc_failures > 0) {
+        alloc_failures--;
+    }
+    return false;
+}
+
+static void *failing_malloc(size_t size)
+{
+    return may_allocate() ? malloc(size) : NULL;
+}
+
+static void *failing_realloc(void *ptr, size_t size)
+{
+    return may_allocate() ? realloc(ptr, size) : NULL;
+}
+
+static void *failing_calloc(size_t count, size_t size)
+{
+    return may_allocate() ? calloc(count, size) : NULL;
+}
+
+static void fail_allocations(long n)
+{
+    alloc_failures = n;
+    CHECK_EQ(adieu_replace_allocator(failing_malloc, failing_realloc, failing_calloc, free), 0);
+}
+
+/* Out of memory for the control block: a ping whose pong cannot be stored, or a control frame
+ * split across inputs, fails the connection as SERVER_ERROR (1011), whole or split, and the
+ * failure's close frame is sent with its reason when that allocation succeeds, with its code
+ * alone when memory is out; our close with a reason is refused with ADIEU_ENOMEM, one with a
+ * code alone still works; an empty ping and the peer's close need no memory. */
+static void ctl_out_of_memory(void)
+{
+    stream_t s = {.rng = 74};
+    s_frame(&s, ADIEU_WS_OP_PING, true, "Hello", 5);
+    static const uint8_t bare[] = {0x88, 0x02, 0x03, 0xf3};
+    /* Every allocation failing, or only the first (the pong's or the split frame's). */
+    for (long failures = -1; failures <= 1; failures += 2) {
+        /* Whole, then split inside the payload. */
+        for (size_t cut = s.n; cut >= s.n - 1; cut--) {
+            fail_allocations(failures);
+            adieu_ws_conn_t c;
+            adieu_ws_conn_init(&c, 100);
+            trace_t t = {.ok = true};
+            feed(&c, &t, s.b, cut, true);
+            feed(&c, &t, s.b + cut, s.n - cut, true);
+            t.state = adieu_ws_conn_state(&c);
+            CHECK(t.ok && t.count == 1);
+            CHECK_EQ(t.state, ADIEU_WS_FAILED);
+            CHECK(t.ev[0].type == ADIEU_WS_EV_FAIL && t.ev[0].code == 1011 &&
+                  t.ev[0].fail == ADIEU_WS_FAIL_SERVER_ERROR);
+            CHECK(t.ev[0].detail != NULL && strcmp(t.ev[0].detail, "out of memory") == 0);
+            if (failures < 0) {
+                output_is(&t, bare, sizeof(bare));
+            } else {
+                output_is(&t, "\x88\x0f\x03\xf3out of memory", 17);
+            }
+            adieu_ws_conn_trim(&c);
+            CHECK(c.ctl == NULL);
+            trace_free(&t);
+            adieu_ws_conn_free(&c);
+        }
+    }
+    fail_allocations(-1);
+    size_t before = allocations;
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1001, "going away", 10), ADIEU_ENOMEM);
+    CHECK_EQ(adieu_ws_conn_state(&c), ADIEU_WS_OPEN);
+    CHECK(!adieu_ws_conn_has_output(&c) && !adieu_ws_conn_close_expected(&c));
+    stream_t e = {.rng = 75};
+    s_frame(&e, ADIEU_WS_OP_PING, true, "", 0);
+    trace_t t = {.ok = true};
+    feed(&c, &t, e.b, e.n, true);
+    CHECK(t.ok && t.count == 1);
+    is_event(&t, 0, ADIEU_WS_EV_PING, "", 0);
+    CHECK_EQ(adieu_ws_conn_send_close(&c, 1001, "", 0), 0);
+    take_output(&c, &t);
+    output_is(&t, "\x8a\x00\x88\x02\x03\xe9", 6);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+
+    adieu_ws_conn_init(&c, 100);
+    stream_t cl = {.rng = 76};
+    s_close(&cl, 1000, "bye", 3);
+    t = (trace_t){.ok = true};
+    feed(&c, &t, cl.b, cl.n, true);
+    CHECK(t.ok && t.count == 1);
+    is_close(&t, 0, 1000, "bye");
+    output_is(&t, "\x88\x02\x03\xe8", 4);
+    CHECK(adieu_ws_conn_done(&c));
+    /* Only the refused close tried to allocate. */
+    CHECK_EQ(allocations - before, 1);
+    trace_free(&t);
+    adieu_ws_conn_free(&c);
+    CHECK_EQ(adieu_replace_allocator(malloc, realloc, calloc, free), 0);
+    s_free(&cl);
+    s_free(&e);
+    s_free(&s);
+}
+
+/* An idle, trimmed connection allocates nothing while it receives whole data frames, pongs
+ * and empty pings (answered from the connection itself), read after read. */
+static void ctl_no_allocation_idle(void)
+{
+    enum { READS = 200 };
+    stream_t s = {.rng = 77};
+    s_text(&s, "hello");
+    s_frame(&s, ADIEU_WS_OP_PONG, true, "keep-alive", 10);
+    s_frame(&s, ADIEU_WS_OP_BINARY, true, "\x01\x02\x03", 3);
+    s_frame(&s, ADIEU_WS_OP_PING, true, "", 0);
+    s_frame(&s, ADIEU_WS_OP_PONG, true, "", 0);
+    CHECK_EQ(adieu_replace_allocator(counting_malloc, counting_realloc, counting_calloc, free), 0);
+    adieu_ws_conn_t c;
+    adieu_ws_conn_init(&c, 100);
+    adieu_ws_conn_trim(&c);
+    size_t before = allocations;
+    trace_t t = {.ok = true};
+    for (size_t k = 0; k < READS && t.ok; k++) {
+        t.out_len = 0;
+        feed(&c, &t, s.b, s.n, true);
+        adieu_ws_conn_trim(&c);
+        CHECK_EQ(t.count, 5);
+        output_is(&t, "\x8a\x00", 2);
+        CHECK(t.ev[0].in_place && t.ev[1].in_place && t.ev[2].in_place);
+        trace_free(&t);
+    }
+    CHECK_EQ(allocations - before, 0);
+    CHECK(c.ctl == NULL && c.assembly.data == NULL);
+    adieu_ws_conn_free(&c);
+    CHECK_EQ(adieu_replace_allocator(malloc, realloc, calloc, free), 0);
+    s_free(&s);
+}
+
 /* adieu_ws_conn_free() leaves a connection that discards input and refuses sends. */
 static void conn_free_is_terminal(void)
 {
@@ -1631,8 +1952,9 @@ static void conn_free_is_terminal(void)
     adieu_ws_conn_init(&c, 100);
     trace_t t = {.ok = true};
     feed(&c, &t, s.b, s.n, false);
+    CHECK(c.ctl != NULL); /* the pong of "p" */
     adieu_ws_conn_free(&c);
-    CHECK(c.assembly.data == NULL);
+    CHECK(c.assembly.data == NULL && c.ctl == NULL);
     const uint8_t *p;
     CHECK_EQ(adieu_ws_conn_output(&c, &p), 0);
     feed(&c, &t, s.b, s.n, false);
@@ -1835,12 +2157,19 @@ int main(void)
     CHECK_RUN(fail_is_terminal);
     CHECK_RUN(eof_truncated);
     CHECK_RUN(assembly_kept_until_trim);
+    CHECK_RUN(assembly_trim_gives_to_the_pool);
     CHECK_RUN(assembly_trim_keeps_message_in_progress);
     CHECK_RUN(assembly_trim_keeps_partial_header);
     CHECK_RUN(assembly_trim_after_close);
     CHECK_RUN(assembly_large_storage_released);
     CHECK_RUN(assembly_no_allocation_per_split_message);
     CHECK_RUN(assembly_no_allocation_per_fragmented_message);
+    CHECK_RUN(ctl_whole_ping_in_place);
+    CHECK_RUN(ctl_split_ping);
+    CHECK_RUN(ctl_close_split_bytes);
+    CHECK_RUN(ctl_send_close_until_taken);
+    CHECK_RUN(ctl_out_of_memory);
+    CHECK_RUN(ctl_no_allocation_idle);
     CHECK_RUN(conn_free_is_terminal);
     CHECK_RUN(recv_1mib_binary_random_fragments);
     CHECK_RUN(recv_1mib_text_random_fragments);
