@@ -55,11 +55,10 @@ typedef struct {
     const char *subprotocol; /* selected, from the server's list; NULL if none */
 } adieu_ws_side_t;
 
-/* A write or a FIN in flight. Taken from the server's pool only while one is pending, so an
- * idle connection does not carry libuv's request. */
+/* A write in flight. Taken from the server's pool only while one is pending, so an idle
+ * connection does not carry libuv's request. */
 typedef union adieu_req_u {
     uv_write_t write;
-    uv_shutdown_t shutdown;
     union adieu_req_u *next_free; /* in the pool */
 } adieu_req_t;
 
@@ -88,9 +87,7 @@ struct adieu_conn_s {
      * idle timeout while OPEN, the close bound while CLOSING/LINGERING. */
     uint64_t timer_due;  /* loop time it fires at */
     uint32_t timer_slot; /* its place in the server's timer heap plus one; 0 when stopped */
-    /* NOTE: one request at a time: the FIN (uv_shutdown) is sent only once no write is in
-     * flight and the queue is empty, and nothing is written after it (flush()). */
-    adieu_req_t *req;
+    adieu_req_t *req;    /* the write in flight (at most one); NULL when none */
     adieu_server_t *server;
     adieu_listener_t *listener;
     adieu_proto_t proto; /* copied: the listener may be gone while references remain */
