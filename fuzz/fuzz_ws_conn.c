@@ -33,9 +33,13 @@
  *   - control output is well formed: unmasked final PONG and CLOSE frames, pongs echo pings,
  *     nothing after our close frame, exactly one close frame when one was queued, carrying
  *     the failure's code when a failure queued it;
- *   - both chunkings give the same trace (events, states, output, the EOF answer), unless
- *     allocations fail (how many a run makes depends on the chunking): then a message that
- *     cannot be assembled is a FAIL of kind SERVER_ERROR (1011), checked like any other;
+ *   - both chunkings give the same trace (events, states, output, the EOF answer, the stream
+ *     offset each event but FAIL consumed up to, the bookkeeping of a message under way at
+ *     the end), unless allocations fail (how many a run makes depends on the chunking): then
+ *     a message that cannot be assembled is a FAIL of kind SERVER_ERROR (1011), checked like
+ *     any other. A chunking that hands over whole frames takes the fast path for whole
+ *     messages (proto/ws_conn.c, whole_message()), one byte at a time never does: this
+ *     compares the two;
  *   - a valid conversation gives exactly its messages (reassembled from any fragment split),
  *     pings, pongs and close, in order, and the expected pongs and close echo.
  */
@@ -67,6 +71,10 @@ typedef struct {
     size_t off; /* of its bytes in trace_t.data */
     size_t len;
     adieu_ws_state_t state; /* after it */
+    /* Not FAIL: the stream offset consumed up to, after it (the end of the frame that
+     * completed it, whatever the chunking); SEND_CLOSE: where it was sent. */
+    size_t at;
+    const uint8_t *empty_data; /* an empty MESSAGE: its data pointer, the same every time */
 } rec_t;
 
 typedef struct {
@@ -78,6 +86,13 @@ typedef struct {
     adieu_ws_state_t state;
     int eof;
     bool done;
+    /* The bookkeeping of the message being received, at the end. */
+    bool msg_active;
+    int msg_opcode;
+    size_t msg_len;
+    uint32_t utf8_state;
+    bool frame_idle; /* unless FAILED, where the parser stops depends on the chunking */
+    size_t base;     /* the stream offset of the chunk being fed */
     /* What the output must show. */
     bool close_queued;  /* a close frame was queued (by a CLOSE, FAIL or our send_close) */
     bool fail_queued;   /* ... by a FAIL: then it carries fail_code and fail_detail */
@@ -119,10 +134,14 @@ static void same_trace(const trace_t *a, const trace_t *b)
         FUZZ_ASSERT(x->type == y->type && x->opcode == y->opcode && x->code == y->code);
         FUZZ_ASSERT(x->fail == y->fail && x->detail == y->detail && x->state == y->state);
         FUZZ_ASSERT(x->off == y->off && x->len == y->len);
+        FUZZ_ASSERT(x->at == y->at && x->empty_data == y->empty_data);
     }
     FUZZ_ASSERT(fuzz_bytes_eq(&a->data, b->data.b, b->data.n));
     FUZZ_ASSERT(fuzz_bytes_eq(&a->out, b->out.b, b->out.n));
     FUZZ_ASSERT(a->state == b->state && a->eof == b->eof && a->done == b->done);
+    FUZZ_ASSERT(a->msg_active == b->msg_active && a->msg_opcode == b->msg_opcode);
+    FUZZ_ASSERT(a->msg_len == b->msg_len && a->utf8_state == b->utf8_state);
+    FUZZ_ASSERT(a->frame_idle == b->frame_idle);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -204,6 +223,7 @@ static void send_close(adieu_ws_conn_t *c, trace_t *t, const script_t *sc)
     }
     rec_t *r = add_rec(t, REC_SEND_CLOSE, NULL, 0);
     r->code = (unsigned)-rc;
+    r->at = t->base;
     r->state = adieu_ws_conn_state(c);
     check_state_calls(c);
     take_output(c, t, 2);
@@ -231,6 +251,7 @@ static void on_event(adieu_ws_conn_t *c, trace_t *t, const adieu_ws_event_t *ev,
         FUZZ_ASSERT(ev->len == 0 || fuzz_inside(ev->data, ev->len, chunk, clen) ||
                     fuzz_inside(ev->data, ev->len, c->assembly.data, c->assembly.len));
         r->opcode = (int)ev->opcode;
+        r->empty_data = ev->len == 0 ? ev->data : NULL;
         break;
     case ADIEU_WS_EV_PING:
     case ADIEU_WS_EV_PONG:
@@ -298,6 +319,8 @@ static void feed(adieu_ws_conn_t *c, trace_t *t, const uint8_t *src, size_t clen
         on_event(c, t, &ev, before, chunk, clen);
         if (ev.type == ADIEU_WS_EV_FAIL) {
             FUZZ_ASSERT(pos == clen);
+        } else {
+            t->ev[t->count - 1].at = t->base + pos;
         }
         take_output(c, t, (sc->take >> (2 * (t->count & 3u))) & 3u);
     }
@@ -399,6 +422,7 @@ static void run(const uint8_t *s, size_t n, size_t max, fuzz_split_t split, cons
     size_t off = 0;
     bool acted = sc->close_at == SIZE_MAX;
     for (;;) {
+        t->base = off;
         if (!acted && off == sc->close_at) {
             send_close(&c, t, sc);
             acted = true;
@@ -415,6 +439,11 @@ static void run(const uint8_t *s, size_t n, size_t max, fuzz_split_t split, cons
     t->state = adieu_ws_conn_state(&c);
     t->eof = adieu_ws_conn_eof(&c);
     t->done = adieu_ws_conn_done(&c);
+    t->msg_active = c.msg_active;
+    t->msg_opcode = (int)c.msg_opcode;
+    t->msg_len = c.msg_len;
+    t->utf8_state = c.utf8.state;
+    t->frame_idle = t->state != ADIEU_WS_FAILED && adieu_ws_frame_parser_idle(&c.frame);
     check_state_calls(&c);
     /* Our close echo taken whole completes a handshake the peer began. */
     FUZZ_ASSERT(t->state != ADIEU_WS_REMOTE_CLOSING);

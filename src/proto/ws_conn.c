@@ -10,7 +10,10 @@
  * its message was delivered, but its storage (up to ASSEMBLY_KEEP) is kept for the next
  * message, so that a steady stream of split messages allocates nothing per message;
  * adieu_ws_conn_trim() frees it when the I/O layer finds the connection between messages at
- * the end of a read, so an idle connection holds no heap memory.
+ * the end of a read, so an idle connection holds no heap memory. The commonest message of
+ * all, one masked frame under 64 KiB that starts a message while OPEN and lies wholly in the
+ * input, does not go through the frame parser: whole_message() takes it in one step, with
+ * the same event, consumed count and state as the parser's two events would give.
  *
  * Control frames (at most 125 bytes) follow the same rule as data: one whole in the caller's
  * input is handed out in place, with no copy. Only what must outlive the call goes to the
@@ -49,6 +52,10 @@
 
 /* The data of an empty event: never NULL. */
 static const uint8_t no_bytes[1];
+
+/* The detail of invalid text, from data_payload() and whole_message() alike: one string, so
+ * that both report the same pointer as well as the same words. */
+static const char bad_text[] = "invalid UTF-8 in a text message";
 
 unsigned adieu_ws_fail_code(adieu_ws_fail_t fail)
 {
@@ -434,7 +441,7 @@ static int data_payload(adieu_ws_conn_t *c, const adieu_ws_frame_event_t *fe, ad
     /* RFC 6455 §8.1, fail fast: each chunk is checked as it arrives, so invalid text is
      * refused without waiting for the rest of its frame or message. */
     if (c->msg_opcode == ADIEU_WS_OP_TEXT && adieu_utf8_feed(&c->utf8, fe->data, fe->len) < 0) {
-        return fail(c, ev, ADIEU_WS_FAIL_INVALID_UTF8, "invalid UTF-8 in a text message");
+        return fail(c, ev, ADIEU_WS_FAIL_INVALID_UTF8, bad_text);
     }
     /* An unfragmented frame whose payload is wholly in this input: no copy. */
     if (ends_message && fe->offset == 0 && fe->opcode != ADIEU_WS_OP_CONT) {
@@ -532,6 +539,77 @@ void adieu_ws_conn_trim(adieu_ws_conn_t *c)
     }
 }
 
+/* The first two bytes of the frames whole_message() takes (RFC 6455 §5.2): FIN set, RSV
+ * bits clear, opcode text or binary; the mask bit and the 7-bit length. */
+#define FIN_TEXT 0x81u
+#define FIN_BINARY 0x82u
+#define MASK_BIT 0x80u
+#define LEN7_BITS 0x7Fu
+#define LEN7_16BIT 126u
+#define LEN7_64BIT 127u
+
+/* The usual data message: one masked, unfragmented text or binary frame, its header, key and
+ * payload all in the input, arriving while OPEN between messages. Taken here in one step, it
+ * costs one check of the header instead of a HEADER and a PAYLOAD event from the frame
+ * parser, each dispatched through on_frame_event(), and gives the same event, consumed count
+ * and state: what data_header() and data_payload() would do for it, in the same order, with
+ * the same functions for the unmasking, the UTF-8 and the end of the message. Returns 1 with
+ * the event in *ev and the frame's size in *used, or 0, having changed nothing, for any
+ * other input, which the general path then takes. So every rule not checked here (RSV bits,
+ * unmasked frames, non-minimal lengths, the size limit, fragments, control frames, a frame
+ * split across inputs) keeps its one implementation there, failures included.
+ *
+ * The frame parser is not involved: it stays between frames, as it would be after this
+ * frame. What it would have recorded of the frame (opcode, length, key) is read by nothing
+ * before the next header overwrites it. */
+static int whole_message(adieu_ws_conn_t *c, uint8_t *in, size_t avail, size_t *used,
+                         adieu_ws_event_t *ev)
+{
+    if (c->state != ADIEU_WS_OPEN || c->msg_active || avail < 2 ||
+        !adieu_ws_frame_parser_idle(&c->frame)) {
+        return 0;
+    }
+    unsigned b0 = in[0];
+    unsigned b1 = in[1];
+    if ((b0 != FIN_TEXT && b0 != FIN_BINARY) || (b1 & MASK_BIT) == 0) {
+        return 0;
+    }
+    size_t head = 2 + 4;
+    size_t n = b1 & LEN7_BITS;
+    if (n == LEN7_16BIT) {
+        if (avail < 4) {
+            return 0;
+        }
+        n = (size_t)in[2] << 8 | in[3];
+        /* A 16-bit length under 126 is not minimally encoded (§5.2): the parser fails it. */
+        if (n < LEN7_16BIT) {
+            return 0;
+        }
+        head += 2;
+    } else if (n == LEN7_64BIT) {
+        return 0; /* 64 KiB or more: rare, and the unmasking outweighs the header */
+    }
+    /* A frame over the limit fails as TOO_BIG in data_header(), before its payload is
+     * unmasked; msg_len would start at 0, so the limit applies to n alone. */
+    if (avail < head || avail - head < n || n > c->max_message) {
+        return 0;
+    }
+    uint8_t *payload = in + head;
+    adieu_ws_mask(payload, n, payload - 4, 0);
+    /* data_header() starts the message: kept the same, though nothing reads these once the
+     * message is delivered (msg_active stays false, as message_done() leaves it). */
+    c->msg_opcode = (adieu_ws_opcode_t)(b0 & 0x0Fu);
+    c->msg_len = n;
+    adieu_utf8_init(&c->utf8);
+    *used = head + n;
+    /* data_payload(): the frame in one chunk, so no continuation; an empty frame has no
+     * PAYLOAD event, and its message is delivered with no data, as data_header() does. */
+    if (c->msg_opcode == ADIEU_WS_OP_TEXT && adieu_utf8_feed(&c->utf8, payload, n) < 0) {
+        return fail(c, ev, ADIEU_WS_FAIL_INVALID_UTF8, bad_text);
+    }
+    return message_done(c, n > 0 ? payload : NULL, n, ev);
+}
+
 int adieu_ws_conn_recv(adieu_ws_conn_t *c, uint8_t *data, size_t len, size_t *consumed,
                        adieu_ws_event_t *ev)
 {
@@ -547,6 +625,13 @@ int adieu_ws_conn_recv(adieu_ws_conn_t *c, uint8_t *data, size_t len, size_t *co
         return 0;
     }
     size_t pos = 0;
+    /* Only here, before the loop: the loop goes on only after a frame event that reported
+     * nothing, which in OPEN always leaves a message or a frame under way, so the fast path
+     * could never apply inside it. Each message the caller reads is one call. */
+    if (whole_message(c, data, len, &pos, ev) > 0) {
+        *consumed = c->state == ADIEU_WS_FAILED ? len : pos;
+        return 1;
+    }
     for (;;) {
         adieu_ws_frame_event_t fe;
         size_t used = 0;

@@ -4,11 +4,14 @@
  *
  * Every vector (a byte stream a client could send) is fed whole, one byte at a time, split in
  * two at every offset and at seeded random offsets, each chunk from memory flush against a
- * guard page. Each way must give the same trace: the events (copied), every control byte the
- * connection asks us to send (taken after each call, as an I/O layer would), and the final
- * state. While feeding, each event is checked for where its bytes live: a message in the
- * caller's input or the assembly buffer, a control payload in the caller's input or the
- * control block, never NULL.
+ * guard page. Each way must give the same trace: the events (copied, with the stream offset
+ * each one consumed up to), every control byte the connection asks us to send (taken after
+ * each call, as an I/O layer would), and the final state. Fed whole, most messages take the
+ * fast path of adieu_ws_conn_recv(); one byte at a time, none can, so this also holds the
+ * fast path to the frame parser's result (recv_random_conversations most of all). While
+ * feeding, each event is checked for where its bytes live: a message in the caller's input or
+ * the assembly buffer, a control payload in the caller's input or the control block, never
+ * NULL.
  *
  * Scenarios form a matrix: recv_<what the peer sends> and send_<what we do>, plus
  * output_*, eof_*, assembly_*, ctl_* (the control block) and fail_*. Streams are built with the
@@ -121,6 +124,13 @@ typedef struct {
     adieu_ws_fail_t fail;
     const char *detail;
     bool in_place; /* MESSAGE, PING, PONG, CLOSE: its bytes were in the input fed */
+    /* Not FAIL: the stream offset the call that gave it consumed up to, which is where the
+     * frame that completed it ends, however the stream is split. (A FAIL consumes the rest
+     * of its chunk, so its offset depends on the split.) */
+    size_t at;
+    /* An empty MESSAGE: where its data points, the same for every split (it is in no input,
+     * and a message assembled from empty fragments has no storage either). */
+    const uint8_t *empty_data;
 } rec_t;
 
 typedef struct {
@@ -129,6 +139,16 @@ typedef struct {
     uint8_t out[MAX_OUT]; /* control output taken */
     size_t out_len;
     adieu_ws_state_t state;
+    /* The rest of the final state: what adieu_ws_conn_eof() says, and the bookkeeping of the
+     * message being received, which must not depend on how the stream was split either. */
+    int eof;
+    bool msg_active;
+    adieu_ws_opcode_t msg_opcode;
+    size_t msg_len;
+    uint32_t utf8_state;
+    bool frame_idle; /* unless FAILED: then where the parser stopped depends on the split */
+    size_t base;     /* the stream offset of the chunk being fed */
+    size_t fed;      /* stream bytes fed by earlier feed_stream() calls */
     bool ok;
 } trace_t;
 
@@ -178,6 +198,7 @@ static bool record(const adieu_ws_conn_t *c, trace_t *t, const adieu_ws_event_t 
     case ADIEU_WS_EV_MESSAGE:
         r->opcode = ev->opcode;
         r->in_place = ev->len > 0 && inside(ev->data, ev->len, in, clen);
+        r->empty_data = ev->len == 0 ? ev->data : NULL;
         ok = ev->len == 0 || r->in_place ||
              CHECK(inside(ev->data, ev->len, c->assembly.data, c->assembly.cap));
         break;
@@ -229,6 +250,9 @@ static void feed(adieu_ws_conn_t *c, trace_t *t, const uint8_t *src, size_t clen
         } else {
             /* Each event moves forward, or a caller looping on 1 would never end. */
             t->ok = CHECK_EQ(rc, 1) && CHECK(used > 0) && record(c, t, &ev, in, clen);
+            if (t->ok && ev.type != ADIEU_WS_EV_FAIL) {
+                t->ev[t->count - 1].at = t->base + pos;
+            }
         }
         if (take) {
             take_output(c, t);
@@ -269,15 +293,25 @@ static void feed_stream(adieu_ws_conn_t *c, trace_t *t, const uint8_t *s, size_t
 {
     for (size_t off = 0; off < n && t->ok;) {
         size_t clen = chunk_len(kind, cut, &seed, off, n - off);
+        t->base = t->fed + off;
         feed(c, t, s + off, clen, true);
         adieu_ws_conn_trim(c);
         off += clen;
     }
+    t->fed += n;
     t->state = adieu_ws_conn_state(c);
+    t->eof = adieu_ws_conn_eof(c);
+    t->msg_active = c->msg_active;
+    t->msg_opcode = c->msg_opcode;
+    t->msg_len = c->msg_len;
+    t->utf8_state = c->utf8.state;
+    t->frame_idle = t->state != ADIEU_WS_FAILED && adieu_ws_frame_parser_idle(&c->frame);
 }
 
-static trace_t *run(size_t max_message, const uint8_t *s, size_t n, split_kind_t kind, size_t cut,
-                    uint64_t seed)
+/* Feeds the stream as kind says, with our close (code alone) sent once close_at bytes were fed
+ * (SIZE_MAX: never): the same stream offset however the stream is split. */
+static trace_t *run_at(size_t max_message, const uint8_t *s, size_t n, split_kind_t kind,
+                       size_t cut, uint64_t seed, size_t close_at)
 {
     trace_t *t = calloc(1, sizeof(*t));
     if (t == NULL) {
@@ -286,7 +320,14 @@ static trace_t *run(size_t max_message, const uint8_t *s, size_t n, split_kind_t
     t->ok = true;
     adieu_ws_conn_t c;
     adieu_ws_conn_init(&c, max_message);
-    feed_stream(&c, t, s, n, kind, cut, seed);
+    size_t first = close_at < n ? close_at : n;
+    feed_stream(&c, t, s, first, kind, cut, seed);
+    if (close_at <= n) {
+        /* Refused unless OPEN, the same way for every split: the state here is split-free. */
+        (void)adieu_ws_conn_send_close(&c, 1001, NULL, 0);
+        take_output(&c, t);
+        feed_stream(&c, t, s + first, n - first, kind, cut, seed + 1);
+    }
     /* Between messages, an idle connection holds no heap memory once trimmed: its output was
      * all taken, so no control block either. */
     if (adieu_ws_conn_eof(&c) == 0) {
@@ -296,6 +337,12 @@ static trace_t *run(size_t max_message, const uint8_t *s, size_t n, split_kind_t
     }
     adieu_ws_conn_free(&c);
     return t;
+}
+
+static trace_t *run(size_t max_message, const uint8_t *s, size_t n, split_kind_t kind, size_t cut,
+                    uint64_t seed)
+{
+    return run_at(max_message, s, n, kind, cut, seed, SIZE_MAX);
 }
 
 static void run_free(trace_t *t)
@@ -308,14 +355,18 @@ static bool same_trace(const trace_t *a, const trace_t *b)
 {
     bool ok = CHECK(a->ok && b->ok) && CHECK_EQ(a->count, b->count) &&
               CHECK_EQ(a->state, b->state) && CHECK_EQ(a->out_len, b->out_len) &&
-              CHECK_MEM_EQ(a->out, b->out, a->out_len);
+              CHECK_MEM_EQ(a->out, b->out, a->out_len) && CHECK_EQ(a->eof, b->eof) &&
+              CHECK_EQ(a->msg_active, b->msg_active) && CHECK_EQ(a->msg_opcode, b->msg_opcode) &&
+              CHECK_EQ(a->msg_len, b->msg_len) && CHECK_EQ(a->utf8_state, b->utf8_state) &&
+              CHECK_EQ(a->frame_idle, b->frame_idle);
     for (size_t i = 0; ok && i < a->count; i++) {
         const rec_t *x = &a->ev[i];
         const rec_t *y = &b->ev[i];
         ok = CHECK_EQ(x->type, y->type) && CHECK_EQ(x->opcode, y->opcode) &&
              CHECK_EQ(x->len, y->len) && CHECK_MEM_EQ(x->data, y->data, x->len) &&
              CHECK_EQ(x->code, y->code) && CHECK_EQ(x->fail, y->fail) &&
-             CHECK(x->detail == y->detail);
+             CHECK(x->detail == y->detail) && CHECK_EQ(x->at, y->at) &&
+             CHECK(x->empty_data == y->empty_data);
     }
     return ok;
 }
@@ -2090,6 +2141,281 @@ static void recv_mutated_streams(void)
     }
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Random conversations: the fast path against the frame parser
+ * ------------------------------------------------------------------------------------- */
+
+/* n bytes of valid UTF-8: ASCII and characters of 2, 3 and 4 bytes. */
+static void random_text(uint64_t *rng, uint8_t *p, size_t n)
+{
+    static const uint8_t chars[][4] = {
+        {'a'}, {0xc3, 0xa9}, {0xe2, 0x82, 0xac}, {0xf0, 0x9f, 0x98, 0x80}};
+    for (size_t i = 0; i < n;) {
+        uint64_t r = next_random(rng);
+        size_t k = (r & 1) ? 1 : (size_t)((r >> 1) % 4) + 1;
+        k = k <= n - i ? k : 1;
+        memcpy(p + i, chars[k - 1], k);
+        if (k == 1) {
+            p[i] = (uint8_t)(0x20 + (r >> 8) % 0x5f);
+        }
+        i += k;
+    }
+}
+
+static void random_bytes(uint64_t *rng, uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        p[i] = (uint8_t)(next_random(rng) >> 40);
+    }
+}
+
+/* A payload length of 0 to 300, often at an edge: the 7-bit and 16-bit forms meet at
+ * 125/126, and the unmasking works in words of 8 and 32 bytes. */
+static size_t random_len(uint64_t *rng)
+{
+    static const size_t edges[] = {0, 1, 2, 3, 4, 7, 8, 9, 31, 32, 33, 124, 125, 126, 127, 300};
+    uint64_t r = next_random(rng);
+    switch (r & 3) {
+    case 0:
+        return edges[(r >> 8) % (sizeof(edges) / sizeof(edges[0]))];
+    case 1:
+        return (size_t)((r >> 8) % 40);
+    default:
+        return (size_t)((r >> 8) % 301);
+    }
+}
+
+/* Appends a frame as given: first byte b0, masked or not, its length in the 7-bit, 16-bit
+ * or 64-bit form (enc 0, 1 or 2; not necessarily the shortest; len <= 125 for 0). */
+static void s_raw(stream_t *s, unsigned b0, bool masked, unsigned enc, const uint8_t *p, size_t len)
+{
+    uint8_t head[14];
+    size_t h = 0;
+    unsigned mask = masked ? 0x80u : 0u;
+    head[h++] = (uint8_t)b0;
+    if (enc == 0) {
+        head[h++] = (uint8_t)(mask | len);
+    } else {
+        unsigned bytes = enc == 1 ? 2 : 8;
+        head[h++] = (uint8_t)(mask | (enc == 1 ? 126u : 127u));
+        for (unsigned i = 0; i < bytes; i++) {
+            head[h++] = (uint8_t)((uint64_t)len >> (8 * (bytes - 1 - i)));
+        }
+    }
+    uint64_t r = next_random(&s->rng);
+    uint8_t key[4];
+    memcpy(key, &r, 4);
+    if (masked) {
+        memcpy(head + h, key, 4);
+        h += 4;
+    }
+    s_put(s, head, h);
+    size_t at = s->n;
+    s_put(s, p, len);
+    if (masked) {
+        adieu_ws_mask(s->b + at, len, key, 0);
+    }
+}
+
+/* A ping or a pong of up to 125 bytes. */
+static void s_random_control(uint64_t *rng, stream_t *s)
+{
+    uint8_t p[ADIEU_WS_MAX_CONTROL];
+    uint64_t r = next_random(rng);
+    size_t len = random_len(rng) % (ADIEU_WS_MAX_CONTROL + 1);
+    random_bytes(rng, p, len);
+    s_frame(s, (r & 1) ? ADIEU_WS_OP_PING : ADIEU_WS_OP_PONG, true, p, len);
+}
+
+/* A message in 2 to 4 fragments cut anywhere (through characters too), control frames
+ * between some of them. */
+static void s_random_fragments(uint64_t *rng, stream_t *s)
+{
+    uint8_t p[300];
+    uint64_t r = next_random(rng);
+    adieu_ws_opcode_t op = (r & 1) ? ADIEU_WS_OP_TEXT : ADIEU_WS_OP_BINARY;
+    size_t len = random_len(rng);
+    if (op == ADIEU_WS_OP_TEXT) {
+        random_text(rng, p, len);
+    } else {
+        random_bytes(rng, p, len);
+    }
+    size_t parts = 2 + (size_t)((r >> 1) % 3);
+    size_t off = 0;
+    for (size_t k = 0; k < parts; k++) {
+        bool last = k + 1 == parts;
+        size_t n = last ? len - off : (size_t)(next_random(rng) % (len - off + 1));
+        s_frame(s, k == 0 ? op : ADIEU_WS_OP_CONT, last, p + off, n);
+        off += n;
+        if (!last && (next_random(rng) & 1)) {
+            s_random_control(rng, s);
+        }
+    }
+}
+
+/* One way of breaking the protocol, most of them right where the fast path looks. */
+static void s_random_error(uint64_t *rng, stream_t *s)
+{
+    uint8_t p[300];
+    uint64_t r = next_random(rng);
+    size_t len = random_len(rng);
+    unsigned b0 = (r & 1) ? 0x81u : 0x82u;
+    random_text(rng, p, len);
+    switch ((r >> 1) % 11) {
+    case 0: /* unmasked */
+        s_raw(s, b0, false, len <= 125 ? 0 : 1, p, len);
+        break;
+    case 1: /* RSV1, RSV2 or RSV3 */
+        s_raw(s, b0 | (0x10u << ((r >> 8) % 3)), true, len <= 125 ? 0 : 1, p, len);
+        break;
+    case 2: /* a reserved data opcode */
+        s_raw(s, 0x83u, true, len <= 125 ? 0 : 1, p, len);
+        break;
+    case 3: /* a 16-bit length that fits in 7 bits */
+        s_raw(s, b0, true, 1, p, len % 126);
+        break;
+    case 4: /* a 64-bit length that fits in 16 bits */
+        s_raw(s, b0, true, 2, p, len);
+        break;
+    case 5: /* a continuation with no message */
+        s_frame(s, ADIEU_WS_OP_CONT, true, p, len);
+        break;
+    case 6: /* a fragmented ping */
+        s_raw(s, 0x09u, true, 0, p, len % 126);
+        break;
+    case 7: /* a new message inside a fragmented one */
+        s_frame(s, ADIEU_WS_OP_BINARY, false, p, len / 2);
+        s_frame(s, ADIEU_WS_OP_TEXT, true, p, len);
+        break;
+    case 8: /* text ending inside a character */
+        p[len > 1 ? len - 2 : 0] = 0xe2;
+        if (len > 1) {
+            p[len - 1] = 0x82;
+        }
+        s_frame(s, ADIEU_WS_OP_TEXT, true, p, len > 0 ? len : 1);
+        break;
+    default: { /* a byte no UTF-8 may hold, or a surrogate, anywhere in text */
+        static const uint8_t bad[][3] = {{0xff}, {0xc0, 0x80}, {0x80}, {0xed, 0xa0, 0x80}};
+        const uint8_t *b = bad[(r >> 8) % 4];
+        size_t bn = b[0] == 0xed ? 3 : b[0] == 0xc0 ? 2 : 1;
+        len = len > bn ? len : bn;
+        size_t at = (size_t)((r >> 16) % (len - bn + 1));
+        memcpy(p + at, b, bn);
+        s_frame(s, ADIEU_WS_OP_TEXT, true, p, len);
+        break;
+    }
+    }
+}
+
+/* A random conversation of up to 30 items: whole text (valid UTF-8) and binary messages of 0
+ * to 300 bytes, fragmented messages, pings and pongs; errors at err_pct percent of the items;
+ * now and then the peer's close. Sets *boundary to the stream offset after a random item. */
+static void random_conversation(uint64_t *rng, stream_t *s, unsigned err_pct, size_t *boundary)
+{
+    uint8_t p[300];
+    size_t items = 1 + (size_t)(next_random(rng) % 30);
+    size_t mark = (size_t)(next_random(rng) % items);
+    for (size_t i = 0; i < items; i++) {
+        uint64_t r = next_random(rng);
+        unsigned what = (unsigned)(r % 100);
+        size_t len = random_len(rng);
+        if (what < err_pct) {
+            s_random_error(rng, s);
+        } else if (what < 45) {
+            random_text(rng, p, len);
+            s_frame(s, ADIEU_WS_OP_TEXT, true, p, len);
+        } else if (what < 75) {
+            random_bytes(rng, p, len);
+            s_frame(s, ADIEU_WS_OP_BINARY, true, p, len);
+        } else if (what < 87) {
+            s_random_fragments(rng, s);
+        } else if (what < 99) {
+            s_random_control(rng, s);
+        } else {
+            s_close(s, 1000, "bye", 3);
+        }
+        if (i == mark) {
+            *boundary = s->n;
+        }
+    }
+    if (next_random(rng) & 1) {
+        s_close(s, 1000 + (long)(next_random(rng) % 4), "", 0);
+    }
+}
+
+/* The fast path for a whole unfragmented message against the frame parser's two events:
+ * random conversations, fed whole (most messages take the fast path), at random splits (some
+ * do, some frames are split) and one byte at a time (none does), must give the same events
+ * (type, opcode, bytes, code, failure and detail, and the stream offset each one consumed up
+ * to), output and final state. Every failure the fast path leaves to the parser must come up
+ * at least once. */
+static void recv_random_conversations(void)
+{
+    static const char *const details[] = {"invalid UTF-8 in a text message",
+                                          "text message ends inside a character",
+                                          "message too big",
+                                          "unmasked client frame",
+                                          "reserved bits set",
+                                          "reserved opcode",
+                                          "length not minimally encoded",
+                                          "continuation without a message",
+                                          "new message inside a fragmented one",
+                                          "fragmented control frame"};
+    enum { N_DETAILS = sizeof(details) / sizeof(details[0]) };
+    static const size_t small_limits[] = {0, 1, 16, 125, 126, 200};
+    bool seen[N_DETAILS] = {false};
+    size_t messages = 0;
+    size_t closing_runs = 0;
+    uint64_t rng = 0x6455;
+    for (int iter = 0; iter < 200; iter++) {
+        stream_t s = {.rng = next_random(&rng)};
+        uint64_t r = next_random(&rng);
+        static const unsigned err_pcts[] = {0, 2, 10};
+        size_t boundary = 0;
+        random_conversation(&rng, &s, err_pcts[r % 3], &boundary);
+        /* Mostly a limit no message reaches (fragmented ones are at most 300 bytes too). */
+        size_t max = (r >> 4) % 4 == 0 ? small_limits[(r >> 8) % 6] : 1000;
+        /* Now and then our close after some item: LOCAL_CLOSING drops messages unseen. */
+        size_t close_at = (r >> 16) % 8 == 0 ? boundary : SIZE_MAX;
+        closing_runs += close_at != SIZE_MAX;
+
+        trace_t *whole = run_at(max, s.b, s.n, SPLIT_WHOLE, 0, 0, close_at);
+        trace_t *t = run_at(max, s.b, s.n, SPLIT_BYTES, 0, 0, close_at);
+        bool ok = same_trace(whole, t);
+        run_free(t);
+        for (uint64_t seed = 1; ok && seed <= 2; seed++) {
+            t = run_at(max, s.b, s.n, SPLIT_RANDOM, 0, (uint64_t)iter * 16 + seed, close_at);
+            ok = same_trace(whole, t);
+            run_free(t);
+        }
+        if (ok && close_at == SIZE_MAX && s.n > 1) {
+            t = run(max, s.b, s.n, SPLIT_AT, 1 + (size_t)((r >> 24) % (s.n - 1)), 0);
+            ok = same_trace(whole, t);
+            run_free(t);
+        }
+        for (size_t i = 0; i < whole->count; i++) {
+            const rec_t *e = &whole->ev[i];
+            messages += e->type == ADIEU_WS_EV_MESSAGE;
+            for (size_t k = 0; e->type == ADIEU_WS_EV_FAIL && k < N_DETAILS; k++) {
+                seen[k] = seen[k] || strcmp(e->detail, details[k]) == 0;
+            }
+        }
+        run_free(whole);
+        s_free(&s);
+        if (!ok) {
+            fprintf(stderr, "  iteration %d\n", iter);
+            return;
+        }
+    }
+    CHECK(messages > 1000);
+    CHECK(closing_runs > 10);
+    for (size_t k = 0; k < N_DETAILS; k++) {
+        if (!CHECK(seen[k])) {
+            fprintf(stderr, "  never failed with \"%s\"\n", details[k]);
+        }
+    }
+}
+
 static void fail_codes(void)
 {
     CHECK_EQ(adieu_ws_fail_code(ADIEU_WS_FAIL_PROTOCOL_ERROR), 1002);
@@ -2174,6 +2500,7 @@ int main(void)
     CHECK_RUN(recv_1mib_binary_random_fragments);
     CHECK_RUN(recv_1mib_text_random_fragments);
     CHECK_RUN(recv_mutated_streams);
+    CHECK_RUN(recv_random_conversations);
     CHECK_RUN(fail_codes);
     return check_done();
 }
