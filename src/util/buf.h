@@ -82,7 +82,9 @@ void adieu__buf_pool_pop(adieu_buf_pool_t *pool, adieu_buf_t *b);
  * is unchanged and allocates on its first reserve as usual. */
 static inline void adieu_buf_pool_take(adieu_buf_pool_t *pool, adieu_buf_t *b)
 {
-    if (pool->head != NULL && b->data == NULL)
+    /* NOTE: the buffer first: it is at hand and almost always has storage on a busy path,
+     * so the pool is not even loaded. */
+    if (b->data == NULL && pool->head != NULL)
         adieu__buf_pool_pop(pool, b);
 }
 /* Moves the storage of b, which must be empty, to the pool (or frees it when it does not
