@@ -87,6 +87,7 @@ struct adieu_conn_s {
      * idle timeout while OPEN, the close bound while CLOSING/LINGERING. */
     uint64_t timer_due;  /* loop time it fires at */
     uint32_t timer_slot; /* its place in the server's timer heap plus one; 0 when stopped */
+    uint32_t timer_seq;  /* order of starting, for timers due at the same time */
     adieu_req_t *req;    /* the write in flight (at most one); NULL when none */
     adieu_server_t *server;
     adieu_listener_t *listener;
@@ -178,6 +179,7 @@ struct adieu_server_s {
     adieu_conn_t **timers;
     uint32_t ntimers;
     uint32_t timers_cap;
+    uint32_t timer_seq; /* the next timer start's number */
     /* Requests and output storage for connections that are writing (see adieu_conn_s). */
     adieu_req_t *free_reqs;
     adieu_buf_pool_t out_pool;  /* out_pend and out_fly */

@@ -46,6 +46,16 @@ void adieu__timers_free(adieu_server_t *server)
     server->timers_cap = 0;
 }
 
+/* Due first; among timers due at the same time, the one started first, as libuv orders its
+ * own timers: several connections found idle in one loop turn are re-armed, and then close,
+ * in the order they fell silent. (The counter wraps; a wrong order then only swaps timers
+ * due at the same millisecond.) */
+static bool earlier(const adieu_conn_t *a, const adieu_conn_t *b)
+{
+    return a->timer_due < b->timer_due ||
+           (a->timer_due == b->timer_due && (int32_t)(a->timer_seq - b->timer_seq) < 0);
+}
+
 static void place(adieu_server_t *server, uint32_t i, adieu_conn_t *conn)
 {
     server->timers[i] = conn;
@@ -57,7 +67,7 @@ static void sift_up(adieu_server_t *server, uint32_t i)
     adieu_conn_t *conn = server->timers[i];
     while (i > 0) {
         uint32_t parent = (i - 1) / 2;
-        if (server->timers[parent]->timer_due <= conn->timer_due)
+        if (!earlier(conn, server->timers[parent]))
             break;
         place(server, i, server->timers[parent]);
         i = parent;
@@ -73,10 +83,9 @@ static void sift_down(adieu_server_t *server, uint32_t i)
         uint32_t child = 2 * i + 1;
         if (child >= n)
             break;
-        if (child + 1 < n &&
-            server->timers[child + 1]->timer_due < server->timers[child]->timer_due)
+        if (child + 1 < n && earlier(server->timers[child + 1], server->timers[child]))
             child++;
-        if (conn->timer_due <= server->timers[child]->timer_due)
+        if (!earlier(server->timers[child], conn))
             break;
         place(server, i, server->timers[child]);
         i = child;
@@ -109,7 +118,7 @@ static void remove_slot(adieu_server_t *server, uint32_t i)
         return;
     adieu_conn_t *moved = server->timers[last];
     place(server, i, moved);
-    if (i > 0 && server->timers[(i - 1) / 2]->timer_due > moved->timer_due)
+    if (i > 0 && earlier(moved, server->timers[(i - 1) / 2]))
         sift_up(server, i);
     else
         sift_down(server, i);
@@ -119,6 +128,7 @@ void adieu__timer_start(adieu_conn_t *conn, uint64_t ms)
 {
     adieu_server_t *server = conn->server;
     conn->timer_due = uv_now(server->loop) + ms;
+    conn->timer_seq = server->timer_seq++;
     if (conn->timer_slot == 0) {
         /* Room was reserved at accept for every connection. */
         assert(server->ntimers < server->timers_cap);
@@ -127,7 +137,7 @@ void adieu__timer_start(adieu_conn_t *conn, uint64_t ms)
         sift_up(server, i);
     } else {
         uint32_t i = conn->timer_slot - 1;
-        if (i > 0 && server->timers[(i - 1) / 2]->timer_due > conn->timer_due)
+        if (i > 0 && earlier(conn, server->timers[(i - 1) / 2]))
             sift_up(server, i);
         else
             sift_down(server, i);
