@@ -298,10 +298,15 @@ void adieu__conn_pump(adieu_conn_t *conn)
     if (conn->phase == ADIEU__PHASE_WS && !conn->eof_seen &&
         conn->reason != ADIEU_REASON_IDLE_TIMEOUT && adieu_ws_conn_close_expected(&conn->ws.c))
         return;
-    if (conn->eof_seen || conn->reason == ADIEU_REASON_IDLE_TIMEOUT) {
+    if (conn->eof_seen || conn->reason == ADIEU_REASON_IDLE_TIMEOUT ||
+        (conn->phase == ADIEU__PHASE_WS && conn->ws.answered)) {
         /* The peer already half-closed and everything owed is written: closing the socket
          * sends our FIN, and with no unread input it cannot turn into a reset. A peer
-         * closed for silence is not waited for again (SPEC: close frame, then TCP). */
+         * closed for silence is not waited for again (SPEC: close frame, then TCP). A peer
+         * that answered our close frame has read all we sent, the close last: nothing of
+         * ours is left for a reset to lose, and RFC 6455 §7.1.1 has the server close TCP
+         * then, without waiting for the client's FIN (a drain saves the shutdown(2), the
+         * read of the EOF and a loop turn per connection). */
         adieu__conn_finish(conn, conn->reason, 0);
         return;
     }

@@ -49,6 +49,7 @@ typedef struct {
     adieu_ws_conn_t c;
     bool ping_sent;          /* keep-alive ping sent, no input since */
     uint8_t reason_len;      /* of reason */
+    bool answered;           /* the peer answered our close: the handshake we started is done */
     unsigned code;           /* close code exchanged: the peer's, or ours if we closed first */
     char *reason;            /* close reason exchanged (allocated, not NUL-terminated); NULL
                                 while none */

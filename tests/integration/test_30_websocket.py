@@ -767,6 +767,26 @@ def test_7_demo_close_answers_what_came_before_and_nothing_after(start_server, w
     assert summ["messages_in"] == 3 and summ["messages_out"] == 2, summ["line"]
 
 
+def test_7_server_closes_tcp_once_its_close_is_answered(start_server, ws_peers):
+    """RFC 6455 section 7.1.1: once the peer answered the server's close, the server closes
+    TCP first, at once: it does not wait for the client's FIN (which a client may hold back
+    until it sees the server's), so the close line is logged with the close, not 5 s later
+    as close_timeout."""
+    srv = start_server(app="demo", ws=WS_ANY, frame="off")
+    p = connect(srv, ws_peers)
+    p.send_text("close")
+    f = p.recv_frame(T(5))
+    assert f.opcode == OP_CLOSE and f.close_code == 1000, f
+    t0 = time.monotonic()
+    p.send_close(1000)
+    p.expect_eof(T(3), close=False)  # our side stays open: no FIN from us
+    line = srv.wait_close_line(p.addr, T(3))
+    elapsed = time.monotonic() - t0
+    assert line["reason"] == "local" and line.get("code") == "1000", line["line"]
+    assert elapsed < T(2), f"close line {elapsed:.2f}s after our answer"
+    p.close()
+
+
 def test_7_demo_close_command_only_as_whole_text(start_server, ws_peers):
     """The demo's command is the text message `close`, whatever its fragmentation; binary
     `close` is echoed like any binary message."""

@@ -480,6 +480,26 @@ def test_drain_deadline_force_closes_a_silent_ws_client(start_server, ws_peers):
     srv.wait_for_line(r" WARN shutdown: deadline passed, forcing count=1(\s|$)", 0)
 
 
+def test_drain_does_not_wait_for_the_fin_of_a_client_that_answered(start_server, ws_peers):
+    """A client that answers 1001 but keeps its side of TCP open is done with: the server
+    closes TCP at once (RFC 6455 section 7.1.1), so the drain ends without the deadline."""
+    srv = start_server("--drain-timeout", "10", app="demo", ws=WS_ANY, frame="off")
+    p = held_client(srv, ws_peers)
+    t0 = time.monotonic()
+    srv.signal(signal.SIGINT)
+    f = p.recv_frame(T(2))
+    assert f.opcode == OP_CLOSE and f.close_code == 1001, f
+    p.send_close(1001)
+    p.expect_eof(T(3), close=False)  # the server's FIN; ours never comes
+    code = srv.wait_exit(T(5))
+    elapsed = time.monotonic() - t0
+    assert code == 0, f"exit {code}\n{srv.tail()}"
+    assert elapsed < T(2), f"exit {elapsed:.2f}s after SIGINT"
+    c = srv.close_lines(p.addr)
+    assert len(c) == 1 and c[0]["reason"] == "shutdown" and c[0].get("code") == "1001", c
+    p.close()
+
+
 @pytest.mark.parametrize("first,second,code", [
     (signal.SIGINT, signal.SIGINT, 130),
     (signal.SIGTERM, signal.SIGTERM, 143),
