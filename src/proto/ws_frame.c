@@ -303,6 +303,56 @@ int adieu_ws_frame_header_masked(uint8_t out[14], adieu_ws_opcode_t opcode, bool
     return n + 4;
 }
 
+/* Fewer than 32 bytes (most chat and game messages): words that overlap instead of loops.
+ * The word at offset o takes the key rotated by (phase + o) mod 4, so a word ending at len
+ * takes the rotation by (phase + len) mod 4 whatever its size. Every word is loaded before
+ * any is stored: a byte covered twice gets the same value from both. */
+static unsigned mask_short(uint8_t *data, size_t len, const uint8_t rep[12], uint64_t k,
+                           unsigned phase)
+{
+    unsigned end = (phase + (unsigned)len) & 3u;
+    if (len >= 8) {
+        uint64_t kt;
+        memcpy(&kt, rep + end, 8);
+        uint64_t a;
+        uint64_t b;
+        memcpy(&a, data, 8);
+        memcpy(&b, data + len - 8, 8);
+        if (len > 16) {
+            uint64_t c;
+            uint64_t d;
+            memcpy(&c, data + 8, 8);
+            memcpy(&d, data + len - 16, 8);
+            c ^= k;
+            d ^= kt;
+            memcpy(data + 8, &c, 8);
+            memcpy(data + len - 16, &d, 8);
+        }
+        a ^= k;
+        b ^= kt;
+        memcpy(data, &a, 8);
+        memcpy(data + len - 8, &b, 8);
+    } else if (len >= 4) {
+        uint32_t k4;
+        uint32_t kt;
+        memcpy(&k4, rep + phase, 4);
+        memcpy(&kt, rep + end, 4);
+        uint32_t a;
+        uint32_t b;
+        memcpy(&a, data, 4);
+        memcpy(&b, data + len - 4, 4);
+        a ^= k4;
+        b ^= kt;
+        memcpy(data, &a, 4);
+        memcpy(data + len - 4, &b, 4);
+    } else {
+        for (size_t j = 0; j < len; j++) {
+            data[j] ^= rep[phase + j];
+        }
+    }
+    return end;
+}
+
 unsigned adieu_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned phase)
 {
     assert(data != NULL || len == 0);
@@ -318,6 +368,9 @@ unsigned adieu_ws_mask(uint8_t *data, size_t len, const uint8_t key[4], unsigned
     memcpy(rep + 8, key, 4);
     uint64_t k;
     memcpy(&k, rep + phase, 8);
+    if (len < 32) {
+        return mask_short(data, len, rep, k, phase);
+    }
     size_t i = 0;
     /* NOTE: four separate words, not an array: an array is stored to the stack and reloaded,
      * locals stay in registers. */
