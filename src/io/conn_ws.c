@@ -206,7 +206,7 @@ static void ws_event(adieu_conn_t *conn, const adieu_ws_event_t *ev)
                 ws->reason_len = (uint8_t)ev->len;
             }
         }
-        /* Our close came first when the connection was already closing with it out. */
+        /* This close answers ours when ours was out (taken for sending) before it came. */
         ws->answered = conn->state == ADIEU__CONN_CLOSING && adieu_ws_conn_done(&ws->c);
         adieu__conn_begin_close(conn, ADIEU_REASON_NORMAL, 0);
         adieu__conn_mark_dirty(conn);
